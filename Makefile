@@ -1,0 +1,74 @@
+# cni-metrics-lambda: every developer and CI command goes through here.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Python 3.13 (the Lambda runtime we target); pyenv on this image has it.
+PYTHON313 ?= $(shell PYENV_VERSION=3.13.0 pyenv which python3.13 2>/dev/null || command -v python3.13)
+VENV := .venv
+PY := $(VENV)/bin/python
+# aws-sam-cli pins boto3 exactly: it lives in its own virtual environment.
+SAM_VENV := .sam-venv
+SAM := $(SAM_VENV)/bin/sam
+export AWS_EC2_METADATA_DISABLED := true
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: help venv lint typecheck unit integration e2e test bench demo build validate invoke clean
+
+help:
+	@echo "make demo   - run the collector on the embedded local EKS stand-in and local AWS endpoints"
+	@echo "make test   - ruff, mypy --strict and every test tier"
+	@echo "make bench  - benchmarks (parse/aggregate, scrape at scale)"
+	@echo "make build  - sam build;  make invoke EVENT=events/<file>.json - run it under the Lambda runtime client"
+
+$(VENV)/.installed: pyproject.toml layers/cni_metrics/requirements.txt
+	@test -n "$(PYTHON313)" || { echo "python3.13 not found (pyenv install 3.13.0)"; exit 1; }
+	test -x $(PY) || $(PYTHON313) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+$(SAM_VENV)/.installed:
+	test -x $(SAM_VENV)/bin/python || $(PYTHON313) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install -q --upgrade pip
+	$(SAM_VENV)/bin/pip install -q aws-sam-cli
+	touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+typecheck: venv
+	$(VENV)/bin/mypy --strict layers/cni_metrics/cni_metrics functions
+
+unit: venv
+	$(PY) -m pytest tests/unit -q
+
+integration: venv
+	$(PY) -m pytest tests/integration tests/fake_eks -q
+
+e2e: venv build
+	$(PY) -m pytest tests/e2e -q
+
+test: venv lint typecheck $(SAM_VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: venv
+	$(PY) -m bench
+
+demo: venv
+	$(PY) -m cni_demo
+
+validate: $(SAM_VENV)/.installed
+	$(SAM) validate --lint --region us-east-1
+	$(VENV)/bin/cfn-lint template.yaml
+
+build: $(SAM_VENV)/.installed
+	PATH="$(dir $(PYTHON313)):$$PATH" PYENV_VERSION=3.13.0 $(SAM) build --cached
+
+invoke: venv build
+	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=events/<file>.json"; exit 2; }
+	$(PY) -m local_lambda invoke --function CollectorFunction --event $(EVENT) --env-vars events/env.json
+
+clean:
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .demo .bench

@@ -1,0 +1,1 @@
+"""cni_demo (development tooling, not shipped in the Lambda layer)."""

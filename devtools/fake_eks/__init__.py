@@ -1,0 +1,1 @@
+"""fake_eks (development tooling, not shipped in the Lambda layer)."""

@@ -1,0 +1,1 @@
+"""local_lambda (development tooling, not shipped in the Lambda layer)."""
