@@ -1,0 +1,71 @@
+"""Parsed awscni samples of one node -> ``NodeMetrics`` (sums over labels, by catalogue kind).
+
+Non-finite samples (NaN, +Inf, -Inf) are ignored as if absent: aws-node never serves them for its
+gauges and counters, and a summary quantile is NaN when it has no observations. A family whose sum is
+no longer finite (overflow) is dropped. Families outside the catalogue are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from cni_metrics.core import catalogue
+from cni_metrics.core.model import NodeMetrics
+from cni_metrics.core.parser import parse_payload
+
+_KIND: Mapping[str, str] = {f.name: f.kind for f in catalogue.FAMILIES if f.kind in ("gauge", "counter")}
+
+
+class SampleLike(Protocol):
+    """What reduction needs of a sample (``parser.Sample`` and prometheus_client's ``Sample`` both fit)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def value(self) -> float: ...
+
+
+def reduce_samples(samples: Iterable[SampleLike]) -> NodeMetrics:
+    """Sum each catalogue gauge and counter over its label sets; pick out latency and build info."""
+    gauges: dict[str, float] = {}
+    counters: dict[str, float] = {}
+    latency_sum: float | None = None
+    latency_count: float | None = None
+    p99: float | None = None
+    version: str | None = None
+    isfinite = math.isfinite
+    for sample in samples:
+        name, value = sample.name, sample.value
+        kind = _KIND.get(name)
+        if kind is not None:
+            if isfinite(value):
+                target = gauges if kind == "gauge" else counters
+                target[name] = target.get(name, 0.0) + value
+        elif name == catalogue.API_LATENCY_SUM:
+            if isfinite(value):
+                latency_sum = (latency_sum or 0.0) + value
+        elif name == catalogue.API_LATENCY_COUNT:
+            if isfinite(value):
+                latency_count = (latency_count or 0.0) + value
+        elif name == catalogue.API_LATENCY:
+            if sample.labels.get("quantile") == "0.99" and isfinite(value):
+                p99 = value if p99 is None else max(p99, value)
+        elif name == catalogue.BUILD_INFO and version is None:
+            version = sample.labels.get("version")
+    return NodeMetrics(
+        gauges={k: v for k, v in gauges.items() if isfinite(v)},
+        counters={k: v for k, v in counters.items() if isfinite(v)},
+        latency_sum=latency_sum if latency_sum is not None and isfinite(latency_sum) else None,
+        latency_count=latency_count if latency_count is not None and isfinite(latency_count) else None,
+        latency_p99=p99,
+        cni_version=version,
+    )
+
+
+def read_node_metrics(data: bytes | str) -> NodeMetrics:
+    """Parse one aws-node payload and reduce it; raises ``parser.PayloadError`` when malformed."""
+    return reduce_samples(parse_payload(data).samples())

@@ -1,0 +1,138 @@
+"""``ClusterState`` <-> compact JSON bytes, validated on load.
+
+Layout (version 1)::
+
+    {"v": 1, "t": <collected_at, epoch µs>, "f": [counter family, ...],
+     "p": {<pod key>: [<started_at µs | null>, <restart count | null>, [<value | null per "f">],
+                       <latency sum | null>, <latency count | null>]}}
+
+Family names are written once in ``f`` and each pod's counters are a positional list, so a pod costs
+about its key plus a dozen numbers. Times are UTC epoch microseconds (naive datetimes are taken as UTC;
+loaded ones are UTC-aware). Integral values are written as JSON integers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cni_metrics.core.model import ClusterState, PodState
+
+VERSION = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_EXACT = 2**53
+
+
+class StateError(ValueError):
+    """Stored state that cannot be loaded; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid state: {reason}")
+        self.reason = reason
+
+
+def _micros(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _number(value: float) -> float | int:
+    if not math.isfinite(value):
+        raise ValueError(f"non-finite value {value!r} in state")
+    return int(value) if value.is_integer() and abs(value) < _MAX_EXACT else value
+
+
+def _optional(value: float | None) -> float | int | None:
+    return None if value is None else _number(value)
+
+
+def dump_state(state: ClusterState) -> bytes:
+    """Serialise ``state`` (ValueError if it holds a non-finite number)."""
+    families = sorted({name for pod in state.pods.values() for name in pod.counters})
+    pods: dict[str, list[Any]] = {}
+    for key, pod in state.pods.items():
+        pods[key] = [
+            None if pod.started_at is None else _micros(pod.started_at),
+            pod.restart_count,
+            [_optional(pod.counters.get(name)) for name in families],
+            _optional(pod.latency_sum),
+            _optional(pod.latency_count),
+        ]
+    doc = {"v": VERSION, "t": _micros(state.collected_at), "f": families, "p": pods}
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
+
+
+def _reject_constant(name: str) -> Any:
+    raise StateError(f"non-finite number {name}")
+
+
+def _time(value: Any, what: str) -> datetime:
+    if type(value) is not int:
+        raise StateError(f"{what} is not an integer timestamp")
+    try:
+        return _EPOCH + timedelta(microseconds=value)
+    except OverflowError:
+        raise StateError(f"{what} out of range") from None
+
+
+def _float(value: Any, what: str) -> float:
+    if type(value) not in (int, float):
+        raise StateError(f"{what} is not a number")
+    try:
+        result = float(value)
+    except OverflowError:
+        raise StateError(f"{what} out of range") from None
+    if not math.isfinite(result):
+        raise StateError(f"{what} is not finite")
+    return result
+
+
+def _pod(key: str, entry: Any, families: list[str]) -> PodState:
+    if not isinstance(entry, list) or len(entry) != 5:
+        raise StateError(f"pod {key!r}: expected a list of 5 fields")
+    started, restarts, values, lsum, lcount = entry
+    if restarts is not None and type(restarts) is not int:
+        raise StateError(f"pod {key!r}: restart count is not an integer")
+    if not isinstance(values, list) or len(values) != len(families):
+        raise StateError(f"pod {key!r}: expected {len(families)} counter values")
+    counters = {
+        name: _float(value, f"pod {key!r} counter {name}")
+        for name, value in zip(families, values, strict=True)
+        if value is not None
+    }
+    return PodState(
+        key=key,
+        started_at=None if started is None else _time(started, f"pod {key!r} start time"),
+        restart_count=restarts,
+        counters=counters,
+        latency_sum=None if lsum is None else _float(lsum, f"pod {key!r} latency sum"),
+        latency_count=None if lcount is None else _float(lcount, f"pod {key!r} latency count"),
+    )
+
+
+def load_state(data: bytes) -> ClusterState:
+    """Deserialise and validate; raises ``StateError`` (only) when the bytes are not a valid state."""
+    try:
+        doc = json.loads(data, parse_constant=_reject_constant)
+    except StateError:
+        raise
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise StateError(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise StateError("not a JSON object")
+    if doc.get("v") != VERSION:
+        raise StateError(f"unsupported version {doc.get('v')!r}")
+    families, pods = doc.get("f"), doc.get("p")
+    if not isinstance(families, list) or not all(isinstance(f, str) for f in families):
+        raise StateError("'f' is not a list of family names")
+    if len(set(families)) != len(families):
+        raise StateError("'f' has duplicate family names")
+    if not isinstance(pods, dict):
+        raise StateError("'p' is not an object")
+    return ClusterState(
+        collected_at=_time(doc.get("t"), "collection time"),
+        pods={key: _pod(key, entry, families) for key, entry in pods.items()},
+    )
