@@ -67,10 +67,9 @@ def _gauge_metrics(nodes: Sequence[NodeInput], threshold_pct: float) -> list[Met
         out.append(MetricValue("warmIPAddresses", warm_total))
     if ip_max_sum > 0:
         out.append(MetricValue("ipUtilization", assigned_sum / ip_max_sum * 100.0, "Percent"))
+        out.append(MetricValue("nodesNearIPExhaustion", float(near)))
     if eni_max_sum > 0:
         out.append(MetricValue("eniUtilization", eni_sum / eni_max_sum * 100.0, "Percent"))
-    if nodes:
-        out.append(MetricValue("nodesNearIPExhaustion", float(near)))
     return out
 
 
