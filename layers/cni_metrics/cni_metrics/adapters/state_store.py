@@ -1,0 +1,258 @@
+"""Where each cluster's counter state lives between invocations, and what the stored document holds.
+
+``StateStore`` stores opaque bytes per cluster with optimistic concurrency: ``load`` returns the body
+and its ETag, ``save`` writes only if the object is still the one loaded (``if_match``) or, with
+``if_match=None``, only if there is none yet; otherwise ``StateConflict``. ``S3StateStore`` does this
+with S3 conditional writes (``If-Match`` / ``If-None-Match: *``), ``InMemoryStateStore`` in a dict.
+
+``StateDocument`` is the stored body: the counter baselines (``ClusterState`` in the core's codec) and
+the *outbox*, the metric batches claimed for publishing but not yet confirmed published. Each outbox
+entry has an owner (the run publishing it) and a lease; see ``cni_metrics.service`` for the protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cni_metrics.adapters.publishers import MetricBatch
+from cni_metrics.core.model import ClusterState, MetricValue
+from cni_metrics.core.state_codec import StateError, dump_state, load_state
+
+FORMAT = "cni-metrics-state"
+VERSION = 1
+_UNITS = frozenset({"Count", "Percent", "Milliseconds", "Bytes"})
+
+
+class StateConflict(Exception):
+    """The stored object changed since it was loaded (or exists when it should not): someone else won."""
+
+
+class StateStoreError(Exception):
+    """The store could not be read or written (permissions, missing bucket, network)."""
+
+
+class DocumentError(ValueError):
+    """A stored object that is not a valid state document (corrupt, truncated, foreign)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """A stored body and the version tag to make a conditional write against."""
+
+    body: bytes
+    etag: str
+
+
+class StateStore(Protocol):
+    """Per-cluster bytes with compare-and-swap writes."""
+
+    def location(self, cluster: str) -> str:
+        """Where the cluster's state lives, for messages (e.g. ``s3://bucket/key``)."""
+        ...
+
+    def load(self, cluster: str) -> StoredObject | None:
+        """The stored object, None if there is none; ``StateStoreError`` if the store fails."""
+        ...
+
+    def save(self, cluster: str, body: bytes, *, if_match: str | None) -> str:
+        """Write ``body`` if the stored ETag is ``if_match`` (None: if nothing is stored); the new ETag."""
+        ...
+
+
+class S3StateStore:
+    """One S3 object per cluster at ``{prefix}{cluster}.json``, written with conditional PutObject."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+
+    def key(self, cluster: str) -> str:
+        """The object key of ``cluster``'s state."""
+        return f"{self.prefix}{cluster}.json"
+
+    def location(self, cluster: str) -> str:
+        """``s3://bucket/key`` of ``cluster``'s state."""
+        return f"s3://{self.bucket}/{self.key(cluster)}"
+
+    def load(self, cluster: str) -> StoredObject | None:
+        """GetObject; None on NoSuchKey."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key(cluster))
+            return StoredObject(response["Body"].read(), str(response["ETag"]))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise StateStoreError(self._describe("read", cluster, exc)) from None
+        except BotoCoreError as exc:
+            raise StateStoreError(self._describe("read", cluster, exc)) from None
+
+    def save(self, cluster: str, body: bytes, *, if_match: str | None) -> str:
+        """PutObject with If-Match (or If-None-Match: *); 412 and 409 become ``StateConflict``."""
+        condition: dict[str, str] = {"IfMatch": if_match} if if_match is not None else {"IfNoneMatch": "*"}
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.key(cluster),
+                Body=body,
+                ContentType="application/json",
+                **condition,
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise StateConflict(f"{self.location(cluster)} changed since it was read") from None
+            if if_match is not None and code == "NoSuchKey":
+                raise StateConflict(f"{self.location(cluster)} was deleted since it was read") from None
+            raise StateStoreError(self._describe("write", cluster, exc)) from None
+        except BotoCoreError as exc:
+            raise StateStoreError(self._describe("write", cluster, exc)) from None
+        return str(response["ETag"])
+
+    def _describe(self, verb: str, cluster: str, exc: Exception) -> str:
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            return f"cannot {verb} {self.location(cluster)}: {error.get('Code')}: {error.get('Message', '')}"
+        return f"cannot {verb} {self.location(cluster)}: {type(exc).__name__}: {exc}"
+
+
+class InMemoryStateStore:
+    """The same contract in a dict (tests, the command line); ETags are a per-store sequence number."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, StoredObject] = {}
+        self._lock = threading.Lock()
+        self._sequence = 0
+
+    def location(self, cluster: str) -> str:
+        """``memory://cluster``."""
+        return f"memory://{cluster}"
+
+    def load(self, cluster: str) -> StoredObject | None:
+        """The stored object or None."""
+        with self._lock:
+            return self.objects.get(cluster)
+
+    def save(self, cluster: str, body: bytes, *, if_match: str | None) -> str:
+        """Compare-and-swap on the ETag."""
+        with self._lock:
+            current = self.objects.get(cluster)
+            if (current.etag if current else None) != if_match:
+                raise StateConflict(f"{self.location(cluster)} changed since it was read")
+            self._sequence += 1
+            etag = f'"{self._sequence}"'
+            self.objects[cluster] = StoredObject(body, etag)
+            return etag
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A batch claimed for publishing: ``owner`` is the run publishing it until ``lease_until``.
+
+    ``owner`` None (released) or a lease in the past means any run may take it over and publish it.
+    """
+
+    batch: MetricBatch
+    owner: str | None
+    lease_until: datetime | None
+
+    def claimable(self, now: datetime) -> bool:
+        """Whether a run other than the owner may publish this batch now."""
+        return self.owner is None or self.lease_until is None or self.lease_until <= now
+
+
+@dataclass(slots=True)
+class StateDocument:
+    """The stored body of one cluster: counter baselines (None before any success) and the outbox."""
+
+    state: ClusterState | None
+    outbox: list[OutboxEntry] = field(default_factory=list)
+    writer: str = ""
+    written_at: datetime | None = None
+
+
+def encode_document(document: StateDocument) -> bytes:
+    """JSON bytes of ``document`` (the state in the core's compact codec, embedded as an object)."""
+    state = None if document.state is None else json.loads(dump_state(document.state))
+    outbox = [
+        {
+            "id": entry.batch.id,
+            "owner": entry.owner,
+            "lease_until": _iso(entry.lease_until),
+            "collected_at": _iso(entry.batch.collected_at),
+            "metrics": [[metric.name, metric.value, metric.unit] for metric in entry.batch.metrics],
+        }
+        for entry in document.outbox
+    ]
+    body = {
+        "format": FORMAT,
+        "version": VERSION,
+        "writer": document.writer,
+        "written_at": _iso(document.written_at),
+        "state": state,
+        "outbox": outbox,
+    }
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode_document(body: bytes) -> StateDocument:
+    """Parse and validate a stored body; ``DocumentError`` says what is wrong with it."""
+    try:
+        raw = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DocumentError(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise DocumentError(f"not a {FORMAT} document")
+    if raw.get("version") != VERSION:
+        raise DocumentError(f"unsupported version {raw.get('version')!r}")
+    try:
+        state = None if raw.get("state") is None else load_state(json.dumps(raw["state"]).encode())
+        outbox = [_entry(item) for item in _list(raw.get("outbox", []), "outbox")]
+        return StateDocument(state, outbox, str(raw.get("writer", "")), _time(raw.get("written_at")))
+    except StateError as exc:
+        raise DocumentError(exc.reason) from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise DocumentError(f"malformed outbox: {exc}") from None
+
+
+def _entry(item: Any) -> OutboxEntry:
+    if not isinstance(item, dict):
+        raise TypeError("entry is not an object")
+    metrics = []
+    for name, value, unit in _list(item["metrics"], "metrics"):
+        if not isinstance(name, str) or unit not in _UNITS or isinstance(value, bool):
+            raise ValueError(f"bad metric {name!r}")
+        metrics.append(MetricValue(name, float(value), unit))
+    batch = MetricBatch(str(item["id"]), _required_time(item["collected_at"]), tuple(metrics))
+    owner = item.get("owner")
+    return OutboxEntry(batch, None if owner is None else str(owner), _time(item.get("lease_until")))
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"{what} is not a list")
+    return value
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
+def _time(value: Any) -> datetime | None:
+    return None if value is None else _required_time(value)
+
+
+def _required_time(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError(f"time {value!r} is not a string")
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
