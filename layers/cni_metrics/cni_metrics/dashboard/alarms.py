@@ -1,0 +1,129 @@
+"""Per-cluster alarms: what should exist (pure) and keeping CloudWatch in step.
+
+Alarm names are ``{set}/{cluster}/{kind}``; dashboard names cannot hold ``/``, so the prefix
+``{set}/`` only ever matches this set's alarms. Per cluster:
+
+- ``ip-utilization``: Maximum ipUtilization > threshold for ``periods`` periods of 5 minutes; missing
+  data keeps the current state.
+- ``nodes-near-exhaustion``: Maximum nodesNearIPExhaustion > 0 in a period; missing data is fine.
+- ``no-available-ips``: Sum of noAvailableIPAddrs > 0 in a period (pods failed to get an IP).
+- ``nodes-failed``: Maximum nodesFailed > 0 for ``periods`` periods (partial collection).
+- ``collector-silent``: SampleCount of nodesScraped < 1 for ``periods`` periods with missing data
+  treated as breaching: the collector stopped publishing for that cluster (or cannot reach it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cni_metrics.dashboard.body import DIMENSION, MANAGED_BY
+
+ALARM_PERIOD = 300
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmOptions:
+    """How the alarms of one dashboard set are shaped."""
+
+    name: str = "cni-metrics"
+    namespace: str = "Kubernetes"
+    topic_arn: str = ""
+    utilization_pct: float = 80.0
+    periods: int = 3
+
+
+def alarm_prefix(name: str) -> str:
+    """Every alarm of the set ``name`` starts with this."""
+    return f"{name}/"
+
+
+def desired_alarms(clusters: Iterable[str], options: AlarmOptions) -> dict[str, dict[str, Any]]:
+    """PutMetricAlarm arguments by alarm name, for every cluster (sorted, de-duplicated)."""
+    alarms: dict[str, dict[str, Any]] = {}
+    for cluster in sorted(set(clusters)):
+        specs = [
+            ("ip-utilization", "ipUtilization", "Maximum", "GreaterThanThreshold", options.utilization_pct,
+             options.periods, "ignore", f"IP utilisation above {options.utilization_pct:g}%"),
+            ("nodes-near-exhaustion", "nodesNearIPExhaustion", "Maximum", "GreaterThanThreshold", 0.0, 1,
+             "notBreaching", "nodes near IP exhaustion"),
+            ("no-available-ips", "noAvailableIPAddrs", "Sum", "GreaterThanThreshold", 0.0, 1,
+             "notBreaching", "pods failed to get an IP address"),
+            ("nodes-failed", "nodesFailed", "Maximum", "GreaterThanThreshold", 0.0, options.periods,
+             "notBreaching", "the collector failed to scrape some nodes"),
+            ("collector-silent", "nodesScraped", "SampleCount", "LessThanThreshold", 1.0, options.periods,
+             "breaching", "the collector published nothing"),
+        ]
+        for kind, metric, stat, operator, threshold, periods, missing, what in specs:
+            name = f"{alarm_prefix(options.name)}{cluster}/{kind}"
+            actions = [options.topic_arn] if options.topic_arn else []
+            alarms[name] = {
+                "AlarmName": name,
+                "AlarmDescription": f"{cluster}: {what}. {MANAGED_BY} (set {options.name}).",
+                "Namespace": options.namespace,
+                "MetricName": metric,
+                "Dimensions": [{"Name": DIMENSION, "Value": cluster}],
+                "Statistic": stat,
+                "Period": ALARM_PERIOD,
+                "EvaluationPeriods": periods,
+                "DatapointsToAlarm": periods,
+                "Threshold": threshold,
+                "ComparisonOperator": operator,
+                "TreatMissingData": missing,
+                "ActionsEnabled": bool(actions),
+                "AlarmActions": actions,
+                "OKActions": actions,
+            }
+    return alarms
+
+
+def differs(wanted: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    """True when the DescribeAlarms entry ``current`` does not match PutMetricAlarm args ``wanted``."""
+    for key, value in wanted.items():
+        have = current.get(key)
+        if key == "Dimensions":
+            have = sorted(({"Name": d["Name"], "Value": d["Value"]} for d in have or []),
+                          key=lambda d: d["Name"])
+        elif key in {"AlarmActions", "OKActions"}:
+            have = list(have or [])
+        elif key == "Threshold" and have is not None:
+            have = float(have)
+        if have != value:
+            return True
+    return False
+
+
+@dataclass(slots=True)
+class AlarmChanges:
+    """What one reconciliation did to the alarms."""
+
+    put: list[str]
+    unchanged: list[str]
+    deleted: list[str]
+
+
+def reconcile_alarms(cloudwatch: Any, name: str, wanted: Mapping[str, dict[str, Any]]) -> AlarmChanges:
+    """Make the set's alarms equal to ``wanted``: put what differs, delete what is no longer wanted."""
+    current: dict[str, Mapping[str, Any]] = {}
+    for page in cloudwatch.get_paginator("describe_alarms").paginate(
+        AlarmNamePrefix=alarm_prefix(name), AlarmTypes=["MetricAlarm"]
+    ):
+        for alarm in page.get("MetricAlarms", []):
+            current[alarm["AlarmName"]] = alarm
+    changes = AlarmChanges(put=[], unchanged=[], deleted=[])
+    for alarm_name in sorted(wanted):
+        if alarm_name in current and not differs(wanted[alarm_name], current[alarm_name]):
+            changes.unchanged.append(alarm_name)
+            continue
+        cloudwatch.put_metric_alarm(**wanted[alarm_name])
+        changes.put.append(alarm_name)
+    stale = sorted(set(current) - set(wanted))
+    for batch in _batches(stale, 100):
+        cloudwatch.delete_alarms(AlarmNames=batch)
+    changes.deleted = stale
+    return changes
+
+
+def _batches(items: Sequence[str], size: int) -> list[list[str]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]

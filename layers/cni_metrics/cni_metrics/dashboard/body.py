@@ -1,0 +1,256 @@
+"""Dashboard bodies for a set of clusters (pure: no I/O, no clock).
+
+Same clusters and options give the same bodies: clusters are de-duplicated and sorted, and every
+widget is placed by a fixed layout. A fleet larger than one page is split across several dashboards
+(``name``, ``name-2``, ...) whose text widgets link to each other. The first page carries the fleet row
+(every cluster's utilisation, and the clusters closest to exhaustion); each page carries one section of
+eleven widgets per cluster. The totalIPv4Prefixes graph is always drawn: it stays flat at 0 on
+clusters that do not use prefix delegation, which is itself worth seeing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+Json = dict[str, Any]
+
+GRID_WIDTH = 24
+MAX_WIDGETS = 500
+DIMENSION = "CLUSTER_ID"
+WIDGETS_PER_CLUSTER = 11
+FLEET_CHUNK = 100  # clusters on one fleet graph
+TOP_N = 10
+TOP_EXPRESSION = f"SLICE(SORT(METRICS(), MAX, DESC), 0, {TOP_N})"
+MANAGED_BY = "cni-metrics-lambda"
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardOptions:
+    """Everything besides the clusters that shapes the bodies."""
+
+    name: str = "cni-metrics"
+    region: str = "us-east-1"
+    namespace: str = "Kubernetes"
+    period: int = 60
+    warn_pct: float = 80.0
+    critical_pct: float = 90.0
+    clusters_per_dashboard: int = 20
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.clusters_per_dashboard <= (MAX_WIDGETS - 1) // WIDGETS_PER_CLUSTER:
+            raise ValueError(f"clusters_per_dashboard out of range: {self.clusters_per_dashboard}")
+        if not 0 < self.warn_pct <= self.critical_pct <= 100:
+            raise ValueError("need 0 < warn_pct <= critical_pct <= 100")
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardPage:
+    """One dashboard to put: its name, body and the clusters it shows."""
+
+    name: str
+    body: Json
+    clusters: tuple[str, ...]
+
+    def body_json(self) -> str:
+        """The body as PutDashboard takes it (stable key order)."""
+        return json.dumps(self.body, sort_keys=True, separators=(",", ":"))
+
+
+def page_name(name: str, index: int) -> str:
+    """Name of page ``index`` (0-based) of the dashboard set ``name``."""
+    return name if index == 0 else f"{name}-{index + 1}"
+
+
+def managed_marker(name: str) -> str:
+    """Text every page of the set ``name`` carries; reconciliation only touches bodies holding it."""
+    return f"Managed by {MANAGED_BY} (dashboard set `{name}`)"
+
+
+def build_dashboards(clusters: Iterable[str], options: DashboardOptions) -> list[DashboardPage]:
+    """Bodies for ``clusters``: one page, or several when the fleet does not fit on one."""
+    names = sorted(set(clusters))
+    pages = _paginate(names, options)
+    page_names = [page_name(options.name, i) for i in range(len(pages))]
+    result = []
+    for index, page_clusters in enumerate(pages):
+        layout = _Layout()
+        layout.add_row([(24, 8, _intro(options, page_names, index, page_clusters))])
+        if index == 0:
+            for chunk_start in range(0, len(names), FLEET_CHUNK):
+                chunk = names[chunk_start : chunk_start + FLEET_CHUNK]
+                layout.add_row(_fleet_row(chunk, chunk_start, len(names), options))
+        for cluster in page_clusters:
+            for row in _cluster_rows(cluster, options):
+                layout.add_row(row)
+        body: Json = {"start": "-PT3H", "periodOverride": "inherit", "widgets": layout.widgets}
+        result.append(DashboardPage(page_names[index], body, tuple(page_clusters)))
+    return result
+
+
+def _paginate(names: list[str], options: DashboardOptions) -> list[list[str]]:
+    """Split the sorted clusters into pages that stay within the widget limit."""
+    fleet_widgets = 2 * math.ceil(len(names) / FLEET_CHUNK)
+    first_room = (MAX_WIDGETS - 1 - fleet_widgets) // WIDGETS_PER_CLUSTER
+    if first_room < 1 and names:
+        raise ValueError(f"too many clusters for one fleet row: {len(names)}")
+    first = min(first_room, options.clusters_per_dashboard)
+    pages = [names[:first]]
+    step = options.clusters_per_dashboard
+    pages.extend(names[i : i + step] for i in range(first, len(names), step))
+    return pages
+
+
+class _Layout:
+    """Rows of widgets stacked down the 24-column grid."""
+
+    def __init__(self) -> None:
+        self.widgets: list[Json] = []
+        self._y = 0
+
+    def add_row(self, cells: list[tuple[int, int, Json]]) -> None:
+        x = 0
+        height = 0
+        for width, cell_height, widget in cells:
+            self.widgets.append({**widget, "x": x, "y": self._y, "width": width, "height": cell_height})
+            x += width
+            height = max(height, cell_height)
+        self._y += height
+
+
+def _text(markdown: str) -> Json:
+    return {"type": "text", "properties": {"markdown": markdown}}
+
+
+def _metric(cluster: str, name: str, options: DashboardOptions, **extra: Any) -> list[Any]:
+    metric: list[Any] = [options.namespace, name, DIMENSION, cluster]
+    return [*metric, extra] if extra else metric
+
+
+def _graph(title: str, metrics: list[list[Any]], options: DashboardOptions, stat: str, **props: Any) -> Json:
+    properties: Json = {
+        "title": title,
+        "view": "timeSeries",
+        "stacked": False,
+        "region": options.region,
+        "period": options.period,
+        "stat": stat,
+        "metrics": metrics,
+    }
+    properties.update(props)
+    return {"type": "metric", "properties": properties}
+
+
+def _thresholds(options: DashboardOptions) -> Json:
+    return {
+        "horizontal": [
+            {"label": f"warning {options.warn_pct:g}%", "value": options.warn_pct, "color": "#ff7f0e"},
+            {"label": f"critical {options.critical_pct:g}%", "value": options.critical_pct,
+             "color": "#d62728"},
+        ]
+    }
+
+
+def _intro(options: DashboardOptions, page_names: list[str], index: int, clusters: list[str]) -> Json:
+    warn, crit = f"{options.warn_pct:g}", f"{options.critical_pct:g}"
+    if len(page_names) > 1:
+        links = " · ".join(
+            f"**{name}**" if i == index else f"[{name}](#dashboards/dashboard/{name})"
+            for i, name in enumerate(page_names)
+        )
+        pages = f"\n\nPages: {links}"
+    else:
+        pages = ""
+    shown = f"{clusters[0]} … {clusters[-1]}" if clusters else "no clusters configured"
+    markdown = (
+        f"# Amazon VPC CNI: IP addresses per cluster ({shown})\n"
+        "**ipUtilization** = IPs assigned to pods / IPs the nodes' instance types can hold (%). "
+        "Counters (errors, failed assignments, EC2 calls) are increases summed per period.\n\n"
+        "| utilisation | meaning | what to do |\n|---|---|---|\n"
+        f"| below {warn}% | healthy | nothing |\n"
+        f"| {warn} to {crit}% | warning: the warm pool runs low | check warm IPs and subnet free addresses; "
+        "plan prefix delegation or larger/more subnets; tune WARM_IP_TARGET / MINIMUM_IP_TARGET |\n"
+        f"| above {crit}% | critical: pods will soon wait for IPs | act now: add nodes or subnets, enable "
+        "prefix delegation; **noAvailableIPAddrs > 0** means pods already failed to get an IP |\n\n"
+        "Errors (ipamdErr, awsAPIErr) rising with ec2ApiReqCount usually mean EC2 throttling or "
+        "permissions. Collector health: nodesFailed > 0 or gaps in nodesScraped mean the numbers above "
+        f"are incomplete.{pages}\n\n"
+        f"_{managed_marker(options.name)}: manual edits are overwritten._"
+    )
+    return _text(markdown)
+
+
+def _fleet_row(chunk: list[str], start: int, total: int, options: DashboardOptions) -> list[
+        tuple[int, int, Json]]:
+    suffix = f" ({start + 1} to {start + len(chunk)} of {total})" if total > FLEET_CHUNK else ""
+    lines = [
+        _metric(c, "ipUtilization", options, id=f"u{i}", label=c) for i, c in enumerate(chunk)
+    ]
+    fleet = _graph(f"IP utilisation, every cluster{suffix}", lines, options, "Maximum",
+                   annotations=_thresholds(options), yAxis={"left": {"min": 0, "max": 100}})
+    hidden = [
+        _metric(c, "ipUtilization", options, id=f"u{i}", label=c, visible=False)
+        for i, c in enumerate(chunk)
+    ]
+    top = _graph(
+        f"Closest to exhaustion: top {TOP_N} by max utilisation{suffix}",
+        [[{"expression": TOP_EXPRESSION, "id": "top", "label": ""}], *hidden],
+        options,
+        "Maximum",
+        view="bar",
+        setPeriodToTimeRange=True,
+        annotations=_thresholds(options),
+    )
+    return [(16, 6, fleet), (8, 6, top)]
+
+
+def _cluster_rows(cluster: str, options: DashboardOptions) -> list[list[tuple[int, int, Json]]]:
+    def m(name: str, **extra: Any) -> list[Any]:
+        return _metric(cluster, name, options, **extra)
+
+    header = _text(f"## Cluster `{cluster}`")
+    ips = _graph(
+        "IP addresses: assigned / held / maximum",
+        [m("assignIPAddresses", label="assigned"), m("totalIPAddresses", label="held (warm + assigned)"),
+         m("maxIPAddresses", label="maximum")],
+        options, "Average",
+    )
+    utilisation = _graph(
+        "IP utilisation % (and nodes near exhaustion)",
+        [m("ipUtilization", label="ipUtilization"),
+         m("nodesNearIPExhaustion", label="nodes near exhaustion", yAxis="right")],
+        options, "Maximum",
+        annotations=_thresholds(options),
+        yAxis={"left": {"min": 0, "max": 100, "label": "%", "showUnits": False}, "right": {"min": 0}},
+    )
+    warm = _graph("Warm IPs (held, not assigned)", [m("warmIPAddresses", label="warm")], options, "Average")
+    enis = _graph("ENIs: allocated / maximum",
+                  [m("eniAllocated", label="allocated"), m("eniMaxAvailable", label="maximum")],
+                  options, "Average")
+    prefixes = _graph("IPv4 /28 prefixes (prefix delegation; 0 when off)",
+                      [m("totalIPv4Prefixes", label="prefixes")], options, "Average")
+    errors = _graph(
+        "Errors and failed IP assignments (Sum per period)",
+        [m("ipamdErr", label="ipamdErr"), m("awsAPIErr", label="awsAPIErr"),
+         m("noAvailableIPAddrs", label="noAvailableIPAddrs")],
+        options, "Sum",
+    )
+    ec2 = _graph("EC2 API requests (Sum per period)",
+                 [m("ec2ApiReqCount", label="requests"), m("ec2ApiErrCount", label="errors")],
+                 options, "Sum")
+    latency = _graph("AWS API latency, average (ms)", [m("awsAPILatencyAvg", label="latency")],
+                     options, "Average")
+    nodes = _graph("Collector: nodes scraped / failed",
+                   [m("nodesScraped", label="scraped"), m("nodesFailed", label="failed")],
+                   options, "Maximum")
+    duration = _graph("Collector: scrape duration (ms)", [m("scrapeDurationMs", label="duration")],
+                      options, "Maximum")
+    return [
+        [(24, 1, header)],
+        [(8, 6, ips), (8, 6, utilisation), (8, 6, warm)],
+        [(6, 6, enis), (6, 6, prefixes), (6, 6, errors), (6, 6, ec2)],
+        [(8, 6, latency), (8, 6, nodes), (8, 6, duration)],
+    ]

@@ -1,0 +1,104 @@
+"""Event routing of the dashboard function: custom resource, schedule, direct invoke.
+
+- CloudFormation custom resource (``RequestType`` + ``ResponseURL``): crhelper answers CloudFormation
+  in every case (failure and its own imminent timeout included). Create/Update put the set named by
+  the ``DashboardName`` property (else DASHBOARD_NAME) and answer with that name as the physical id;
+  Delete removes the set of its physical id. Properties override the environment (see ``settings``).
+- Direct invoke ``{"clusters": [...]}``: dashboards for exactly those clusters.
+- Anything else (the EventBridge schedule): CLUSTER_NAMES plus clusters tagged CLUSTER_DISCOVERY_TAG.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import cache
+from typing import Any
+
+import boto3
+from crhelper import CfnResource
+
+from cni_metrics.dashboard.clusters import resolve_clusters
+from cni_metrics.dashboard.job import apply, remove
+from cni_metrics.dashboard.settings import DashboardSettings, SettingsError, load_settings, parse_clusters
+
+logger = logging.getLogger(__name__)
+
+
+def _cloudwatch(settings: DashboardSettings) -> Any:
+    return boto3.client("cloudwatch", region_name=settings.region)
+
+
+def _eks(settings: DashboardSettings) -> Any:
+    return boto3.client("eks", region_name=settings.region) if settings.discovery_tag else None
+
+
+def _clusters_for(settings: DashboardSettings) -> list[str]:
+    return resolve_clusters(settings, _eks(settings))
+
+
+@cache
+def _helper() -> CfnResource:
+    """The crhelper dispatcher. AWS_CA_BUNDLE, when set, verifies the response URL's TLS certificate."""
+    helper = CfnResource(
+        json_logging=False,
+        log_level=os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO"),
+        sleep_on_delete=0,
+        # crhelper's stub says bool, but its code also takes a CA file path (load_verify_locations).
+        ssl_verify=os.environ.get("AWS_CA_BUNDLE") or None,  # type: ignore[arg-type]
+    )
+
+    @helper.create
+    @helper.update
+    def put(event: dict[str, Any], _context: Any) -> str:
+        settings = load_settings(properties=event.get("ResourceProperties"))
+        # Set before working so that a failed Create still names the set; its rollback Delete cleans up.
+        helper.PhysicalResourceId = settings.name
+        outcome = apply(settings, _clusters_for(settings), _cloudwatch(settings))
+        logger.info("custom resource %s: %s", event["RequestType"], outcome.summary())
+        helper.Data.update({
+            "DashboardNames": ",".join(outcome.dashboards.put + outcome.dashboards.unchanged),
+            "Clusters": ",".join(outcome.clusters),
+        })
+        return settings.name
+
+    @helper.delete
+    def delete(event: dict[str, Any], _context: Any) -> str:
+        physical_id = str(event.get("PhysicalResourceId", ""))
+        try:
+            settings = load_settings(properties=event.get("ResourceProperties"))
+        except SettingsError as error:
+            logger.info("delete: properties were never usable (%s): nothing to remove", error)
+            return physical_id
+        if physical_id != settings.name:
+            logger.info("delete: physical id %r is not set %r: nothing to remove", physical_id, settings.name)
+            return physical_id
+        outcome = remove(settings, _cloudwatch(settings))
+        logger.info("custom resource Delete: %s", outcome.summary())
+        return physical_id
+
+    return helper
+
+
+def is_custom_resource(event: Any) -> bool:
+    """A CloudFormation custom-resource request."""
+    return isinstance(event, dict) and "RequestType" in event and "ResponseURL" in event
+
+
+def handle(event: Any, context: Any) -> dict[str, Any] | None:
+    """Route ``event``; custom-resource requests are answered to CloudFormation and return None."""
+    if is_custom_resource(event):
+        _helper()(event, context)
+        return None
+    if not isinstance(event, dict):
+        raise SettingsError("event must be a JSON object")
+    settings = load_settings()
+    if "clusters" in event:
+        if not isinstance(event["clusters"], list):
+            raise SettingsError("clusters must be a list of cluster names")
+        clusters = list(parse_clusters(event["clusters"]))
+    else:
+        clusters = _clusters_for(settings)
+    summary = apply(settings, clusters, _cloudwatch(settings)).summary()
+    logger.info("dashboard run: %s", summary)
+    return summary

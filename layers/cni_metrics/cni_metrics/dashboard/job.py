@@ -1,0 +1,46 @@
+"""One run of the dashboard function: dashboards (and alarms) for a list of clusters, or their removal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from cni_metrics.dashboard.alarms import AlarmChanges, desired_alarms, reconcile_alarms
+from cni_metrics.dashboard.body import build_dashboards
+from cni_metrics.dashboard.dashboards import DashboardChanges, reconcile_dashboards
+from cni_metrics.dashboard.settings import DashboardSettings
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a run changed."""
+
+    clusters: list[str]
+    dashboards: DashboardChanges
+    alarms: AlarmChanges
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary (the direct-invoke and schedule answer)."""
+        return {
+            "clusters": self.clusters,
+            "dashboards": asdict(self.dashboards),
+            "alarms": asdict(self.alarms),
+        }
+
+
+def apply(settings: DashboardSettings, clusters: Sequence[str], cloudwatch: Any) -> Outcome:
+    """Dashboards for ``clusters``; alarms too when enabled, else this set's alarms are removed."""
+    names = sorted(set(clusters))
+    pages = build_dashboards(names, settings.dashboard_options())
+    dashboards = reconcile_dashboards(cloudwatch, settings.name, pages)
+    wanted = desired_alarms(names, settings.alarm_options()) if settings.alarms_enabled else {}
+    alarms = reconcile_alarms(cloudwatch, settings.name, wanted)
+    return Outcome(names, dashboards, alarms)
+
+
+def remove(settings: DashboardSettings, cloudwatch: Any) -> Outcome:
+    """Delete every dashboard and alarm of the set ``settings.name``."""
+    dashboards = reconcile_dashboards(cloudwatch, settings.name, [])
+    alarms = reconcile_alarms(cloudwatch, settings.name, {})
+    return Outcome([], dashboards, alarms)
