@@ -1,0 +1,197 @@
+"""aws-node pod discovery with the kubernetes client.
+
+Lists ``k8s-app=aws-node`` pods in kube-system page by page (``limit``/``continue``; an expired continue
+token restarts the listing once). TLS is verified with the cluster CA, the bearer token comes from a
+refresh hook on every request, and a 401 makes one new token and one retry. The pod list is read as raw
+JSON (``_preload_content=False``): deserialising thousands of pods into client models costs seconds.
+Failures become ``DiscoveryError`` with a clear, secret-free message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from cni_metrics.adapters.scraper import BearerTokens, status_message
+
+NAMESPACE = "kube-system"
+LABEL_SELECTOR = "k8s-app=aws-node"
+CONTAINER = "aws-node"
+PAGE_SIZE = 500
+
+
+class DiscoveryError(Exception):
+    """Listing aws-node pods failed; the message is safe to log."""
+
+
+@dataclass(frozen=True, slots=True)
+class AwsNodePod:
+    """What collection needs of one aws-node pod."""
+
+    uid: str
+    name: str
+    node_name: str | None
+    pod_ip: str | None
+    phase: str | None
+    started_at: datetime | None
+    restart_count: int | None
+
+    @property
+    def scrapable(self) -> bool:
+        """Running and with an IP: worth a scrape."""
+        return self.phase == "Running" and bool(self.pod_ip)
+
+
+def ca_file(ca_pem: bytes) -> str:
+    """A file holding ``ca_pem`` (the kubernetes client wants a path), written once per CA content."""
+    digest = hashlib.sha256(ca_pem).hexdigest()[:24]
+    path = Path(tempfile.gettempdir()) / f"cni-metrics-ca-{digest}.pem"
+    if not path.exists() or path.read_bytes() != ca_pem:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cni-metrics-ca-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(ca_pem)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def core_api(
+    endpoint_url: str, ca_pem: bytes, tokens: BearerTokens, *, pool_size: int = 4
+) -> k8s.CoreV1Api:
+    """A CoreV1Api for one cluster: CA-verified TLS, bearer token from ``tokens`` on every request."""
+    config = k8s.Configuration(host=endpoint_url)
+    config.verify_ssl = True
+    config.ssl_ca_cert = ca_file(ca_pem)
+    config.api_key = {"authorization": tokens.token()}
+    config.api_key_prefix = {"authorization": "Bearer"}
+    config.retries = False
+    config.connection_pool_maxsize = pool_size
+
+    def hook(cfg: Any) -> None:
+        cfg.api_key["authorization"] = tokens.token()
+
+    config.refresh_api_key_hook = hook  # type: ignore[assignment]
+    return k8s.CoreV1Api(k8s.ApiClient(config))
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def pod_from_json(item: Mapping[str, Any]) -> AwsNodePod:
+    """An ``AwsNodePod`` from one pod object of a list response."""
+    metadata = item.get("metadata") or {}
+    spec = item.get("spec") or {}
+    status = item.get("status") or {}
+    restarts: int | None = None
+    for container in status.get("containerStatuses") or ():
+        if container.get("name") == CONTAINER:
+            restarts = int(container.get("restartCount") or 0)
+    return AwsNodePod(
+        uid=str(metadata.get("uid") or metadata.get("name")),
+        name=str(metadata.get("name")),
+        node_name=spec.get("nodeName"),
+        pod_ip=status.get("podIP"),
+        phase=status.get("phase"),
+        started_at=_parse_time(status.get("startTime")),
+        restart_count=restarts,
+    )
+
+
+def list_aws_node_pods(
+    api: k8s.CoreV1Api,
+    tokens: BearerTokens,
+    cluster: str,
+    *,
+    timeout: tuple[float, float] = (3.0, 10.0),
+    page_size: int = PAGE_SIZE,
+) -> list[AwsNodePod]:
+    """Every aws-node pod of the cluster (all pages); raises ``DiscoveryError``."""
+    for attempt in range(2):
+        try:
+            return list(_pages(api, tokens, cluster, timeout, page_size))
+        except ApiException as exc:
+            if exc.status == 410 and attempt == 0:
+                continue  # continue token expired: list again from the start
+            raise DiscoveryError(_api_error(cluster, api, exc)) from None
+        except (HTTPError, OSError) as exc:
+            raise DiscoveryError(_connection_error(cluster, api, exc)) from None
+    raise DiscoveryError(f"listing aws-node pods in cluster {cluster}: continue token expired twice")
+
+
+def _pages(
+    api: k8s.CoreV1Api, tokens: BearerTokens, cluster: str, timeout: tuple[float, float], page_size: int
+) -> Iterator[AwsNodePod]:
+    token: str | None = None
+    while True:
+        page = _page(api, tokens, token, timeout, page_size)
+        for item in page.get("items") or ():
+            yield pod_from_json(item)
+        token = (page.get("metadata") or {}).get("continue") or None
+        if token is None:
+            return
+
+
+def _page(
+    api: k8s.CoreV1Api, tokens: BearerTokens, token: str | None, timeout: tuple[float, float], page_size: int
+) -> dict[str, Any]:
+    for attempt in range(2):
+        try:
+            response: Any = api.list_namespaced_pod(
+                NAMESPACE, label_selector=LABEL_SELECTOR, limit=page_size, _continue=token,
+                _preload_content=False, _request_timeout=timeout,
+            )
+        except ApiException as exc:
+            if exc.status == 401 and attempt == 0:
+                tokens.refresh(tokens.token())
+                continue
+            raise
+        try:
+            document: dict[str, Any] = json.loads(response.data)
+        finally:
+            response.release_conn()
+        return document
+    raise AssertionError("unreachable")
+
+
+def _api_error(cluster: str, api: k8s.CoreV1Api, exc: ApiException) -> str:
+    body = exc.body if isinstance(exc.body, (str, bytes)) else ""
+    message = status_message(body.encode() if isinstance(body, str) else body) or str(exc.reason or "")
+    if exc.status == 0 and "SSL" in str(exc.reason):
+        host = api.api_client.configuration.host
+        return f"TLS verification failed for cluster {cluster} endpoint {host}: {_one_line(str(exc.reason))}"
+    if exc.status == 401:
+        return (
+            f"the API server of cluster {cluster} refused the bearer token (401 Unauthorized) even after a "
+            "new token: map this identity with an EKS access entry or aws-auth"
+        )
+    if exc.status == 403:
+        return f"RBAC denies listing aws-node pods in cluster {cluster}: {message}"
+    return f"listing aws-node pods in cluster {cluster} failed: HTTP {exc.status}: {message}"
+
+
+def _connection_error(cluster: str, api: k8s.CoreV1Api, exc: BaseException) -> str:
+    host = api.api_client.configuration.host
+    text = _one_line(str(getattr(exc, "reason", None) or exc))
+    if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in type(exc).__name__:
+        return f"TLS verification failed for cluster {cluster} endpoint {host}: {text}"
+    return f"cannot reach the API server of cluster {cluster} at {host}: {text}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
