@@ -33,7 +33,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--previous", type=Path, metavar="STATE", help="state saved by a previous run")
     parser.add_argument("--save-state", type=Path, metavar="STATE", help="write the new state here")
     parser.add_argument(
-        "--exhaustion-threshold", type=float, default=90.0, metavar="PCT",
+        "--exhaustion-threshold",
+        type=float,
+        default=90.0,
+        metavar="PCT",
         help="IP utilisation (%%) at which a node is near exhaustion (default 90)",
     )
     parser.set_defaults(func=run)

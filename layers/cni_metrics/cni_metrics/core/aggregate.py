@@ -35,7 +35,7 @@ def _increase(current: float, previous: float, reset: bool) -> float:
 
 def _sum_present(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
-    return math.fsum(present) if present else None
+    return sum(present) if present else None
 
 
 def _gauge_metrics(nodes: Sequence[NodeInput], threshold_pct: float) -> list[MetricValue]:

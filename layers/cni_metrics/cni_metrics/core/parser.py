@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 
 PREFIX = b"awscni_"
 _TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped"})
-_COMPOSITE_SUFFIXES = {"_sum": ("summary", "histogram"), "_count": ("summary", "histogram"),
-                       "_bucket": ("histogram",)}
+_COMPOSITE_SUFFIXES = {
+    "_sum": ("summary", "histogram"),
+    "_count": ("summary", "histogram"),
+    "_bucket": ("histogram",),
+}
 
 # name, optional {label block}, value, optional timestamp. The label block is a run of non-quote,
 # non-brace bytes and quoted strings; every repeat below has disjoint alternatives, so matching is linear.

@@ -1,0 +1,106 @@
+"""State codec: compact JSON round trip, size for 10,000 pods, validation on load."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cni_metrics.core import catalogue
+from cni_metrics.core.model import ClusterState, PodState
+from cni_metrics.core.state_codec import StateError, dump_state, load_state
+
+T0 = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def _state(pods: int) -> ClusterState:
+    families = [f.name for f in catalogue.COUNTERS]
+    return ClusterState(
+        collected_at=T0,
+        pods={
+            key: PodState(
+                key=key,
+                started_at=T0 - timedelta(days=3, seconds=i),
+                restart_count=i % 3,
+                counters={name: float(i * 7 + j) for j, name in enumerate(families) if (i + j) % 5},
+                latency_sum=1234.5 + i,
+                latency_count=float(50 + i),
+            )
+            for i, key in enumerate(str(uuid.UUID(int=n)) for n in range(pods))
+        },
+    )
+
+
+def test_round_trip_is_exact() -> None:
+    # given a state with optional fields set and unset, fractional values and micro-second times
+    state = _state(20)
+    state.pods["bare"] = PodState("bare", None, None, {}, None, None)
+    state.pods["frac"] = PodState("frac", T0, 2, {"awscni_custom": 0.1 + 0.2}, 1e-7, 3.0)
+    # when dumped and loaded, then it is equal
+    assert load_state(dump_state(state)) == state
+
+
+def test_naive_times_are_written_as_utc() -> None:
+    state = ClusterState(T0.replace(tzinfo=None), {"a": PodState("a", T0.replace(tzinfo=None), 0, {})})
+    loaded = load_state(dump_state(state))
+    assert loaded.collected_at == T0
+    assert loaded.pods["a"].started_at == T0
+
+
+def test_ten_thousand_pods_state_is_small() -> None:
+    # given 10,000 pods with every counter family and latency
+    data = dump_state(_state(10_000))
+    # then it stays well under 2 MB (about 150 bytes a pod with UUID keys)
+    print(f"state for 10,000 pods: {len(data):,} bytes ({len(data) / 10_000:.0f} B/pod)")
+    assert len(data) < 2_000_000
+    assert load_state(data) == _state(10_000)
+
+
+def test_dump_refuses_non_finite_values() -> None:
+    state = ClusterState(T0, {"a": PodState("a", None, None, {"x": float("nan")})})
+    with pytest.raises(ValueError, match="non-finite"):
+        dump_state(state)
+
+
+def _doc(**changes: object) -> bytes:
+    doc: dict[str, object] = {"v": 1, "t": 1, "f": ["x"], "p": {"a": [None, None, [1], None, None]}}
+    doc.update(changes)
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b'{"v": 1', "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b"[" * 100_000, "not JSON"),
+        (_doc(v=2), "unsupported version 2"),
+        (_doc(t="yesterday"), "collection time is not an integer timestamp"),
+        (_doc(t=10**30), "collection time out of range"),
+        (_doc(f="x"), "'f' is not a list of family names"),
+        (_doc(f=["x", "x"], p={}), "'f' has duplicate family names"),
+        (_doc(p=[]), "'p' is not an object"),
+        (_doc(p={"a": [None, None, [1]]}), "pod 'a': expected a list of 5 fields"),
+        (_doc(p={"a": [None, "1", [1], None, None]}), "pod 'a': restart count is not an integer"),
+        (_doc(p={"a": [None, None, [1, 2], None, None]}), "pod 'a': expected 1 counter values"),
+        (_doc(p={"a": [None, None, ["1"], None, None]}), "pod 'a' counter x is not a number"),
+        (_doc(p={"a": [None, None, [True], None, None]}), "pod 'a' counter x is not a number"),
+        (_doc(p={"a": [None, None, [10**400], None, None]}), "pod 'a' counter x out of range"),
+        (_doc(p={"a": [1.5, None, [1], None, None]}), "pod 'a' start time is not an integer timestamp"),
+        (_doc(p={"a": [None, None, [1], "s", None]}), "pod 'a' latency sum is not a number"),
+        (b'{"v":1,"t":1,"f":["x"],"p":{"a":[null,null,[NaN],null,null]}}', "non-finite number NaN"),
+        (
+            b'{"v":1,"t":1,"f":["x"],"p":{"a":[null,null,[1e999],null,null]}}',
+            "pod 'a' counter x is not finite",
+        ),
+    ],
+)
+def test_corrupt_state_raises_state_error_with_reason(data: bytes, reason: str) -> None:
+    # given corrupt stored bytes, when loaded, then StateError says why
+    with pytest.raises(StateError) as caught:
+        load_state(data)
+    assert caught.value.reason.startswith(reason)
+    assert isinstance(caught.value, ValueError)
