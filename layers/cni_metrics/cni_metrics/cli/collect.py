@@ -1,0 +1,128 @@
+"""``cni-metrics collect``: sign in to EKS clusters, scrape every aws-node and print what would be published.
+
+Signs in through the standard AWS configuration (environment, profiles, ``AWS_ENDPOINT_URL_*``). The
+aggregate is a first-run one (gauges and derived numbers; counter increases need a stored baseline).
+Exit status: 0 every cluster collected (or has no aws-node pods), 1 some cluster failed, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from cni_metrics.core.aggregate import aggregate
+
+if TYPE_CHECKING:
+    from cni_metrics.collect import ClusterCollection
+
+MAX_NODE_ERRORS_SHOWN = 20
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``collect`` subcommand to the ``cni-metrics`` parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "collect", help="collect aws-node metrics of EKS clusters", description=__doc__
+    )
+    parser.add_argument("--cluster", action="append", required=True, metavar="NAME", help="repeatable")
+    parser.add_argument("--region", help="default: the AWS configuration's region")
+    parser.add_argument("--role-arn", metavar="ARN", help="role to assume first (clusters in other accounts)")
+    parser.add_argument("--concurrency", type=int, default=64, metavar="N", help="scrapes in flight (64)")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="deadline of the run (60)"
+    )
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--dry-run", action="store_true", help="print only, publish nothing")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log per-node failures")
+    parser.set_defaults(func=run)
+
+
+def report(collection: ClusterCollection) -> dict[str, Any]:
+    """The JSON document of one cluster: status, health, first-run aggregate, node errors."""
+    doc: dict[str, Any] = {
+        "cluster": collection.cluster,
+        "status": collection.status,
+        "error": collection.error,
+        "health": collection.health.as_dict(),
+    }
+    if collection.nodes:
+        result = aggregate(collection.nodes, None, now=collection.collected_at)
+        doc["metrics"] = {m.name: _number(m.value) for m in result.metrics}
+        doc["units"] = {m.name: m.unit for m in result.metrics}
+    doc["nodeErrors"] = [
+        {"pod": e.pod, "reason": e.reason, "message": e.message} for e in collection.node_errors
+    ]
+    return doc
+
+
+def _number(value: float) -> float | int:
+    return int(value) if value.is_integer() and abs(value) < 2**53 else round(value, 6)
+
+
+def _table(doc: dict[str, Any]) -> str:
+    health = doc["health"]
+    lines = [f"cluster {doc['cluster']}: {doc['status']}"]
+    if doc["error"]:
+        lines.append(f"  error: {doc['error']}")
+    failed = ", ".join(f"{k} {v}" for k, v in health["nodesFailedByReason"].items())
+    lines.append(
+        f"  aws-node pods {health['nodesTotal']}: scraped {health['nodesScraped']}, "
+        f"failed {health['nodesFailed']}{f' ({failed})' if failed else ''}, skipped {health['nodesSkipped']}"
+    )
+    lines.append(f"  {health['scrapeDurationMs']:.0f} ms, {health['bytesScraped']} bytes received")
+    metrics = doc.get("metrics", {})
+    if metrics:
+        width = max(len(name) for name in metrics)
+        lines.append("")
+        units = doc["units"]
+        lines.extend(f"  {name:<{width}}  {value:>14}  {units[name]}" for name, value in metrics.items())
+    if doc["nodeErrors"]:
+        lines += ["", "  failed nodes:"]
+        shown = doc["nodeErrors"][:MAX_NODE_ERRORS_SHOWN]
+        lines.extend(f"    {e['pod']}: {e['reason']}: {e['message']}" for e in shown)
+        if len(doc["nodeErrors"]) > MAX_NODE_ERRORS_SHOWN:
+            lines.append(f"    ... and {len(doc['nodeErrors']) - MAX_NODE_ERRORS_SHOWN} more (--format json)")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the subcommand; returns the exit status."""
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
+    # boto3 and the kubernetes client load here, not when the CLI starts.
+    import boto3
+
+    from cni_metrics.adapters.eks_auth import ClusterTarget
+    from cni_metrics.collect import collect_cluster
+
+    if not args.dry_run:
+        print(
+            "error: publishing needs the collector service (not wired in yet); use --dry-run to print only",
+            file=sys.stderr,
+        )
+        return 2
+    if args.concurrency < 1:
+        print("error: --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
+    region = args.region or session.region_name
+    if not region:
+        print("error: no region: pass --region or configure one (AWS_REGION, profile)", file=sys.stderr)
+        return 2
+    deadline = time.monotonic() + args.timeout
+    targets = [ClusterTarget(name, region, role_arn=args.role_arn) for name in dict.fromkeys(args.cluster)]
+
+    def one(target: ClusterTarget) -> ClusterCollection:
+        return collect_cluster(target, session=session, concurrency=args.concurrency, deadline=deadline)
+
+    with ThreadPoolExecutor(max_workers=min(4, len(targets))) as pool:
+        collections = list(pool.map(one, targets))
+    docs = [report(c) for c in collections]
+    if args.format == "json":
+        print(json.dumps({"clusters": docs}, indent=2))
+    else:
+        print("\n\n".join(_table(doc) for doc in docs))
+    return 1 if any(c.status == "error" for c in collections) else 0
