@@ -91,7 +91,9 @@ def _table(doc: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand; returns the exit status."""
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if args.verbose:  # only our own loggers: library debug logs may show request details
+        logging.getLogger("cni_metrics").setLevel(logging.DEBUG)
     # boto3 and the kubernetes client load here, not when the CLI starts.
     import boto3
 
