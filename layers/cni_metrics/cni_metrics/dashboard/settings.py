@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -65,7 +66,10 @@ PROPERTY_TO_ENV = {
 
 def load_settings(env: Mapping[str, str] | None = None, properties: Mapping[str, Any] | None = None
                   ) -> DashboardSettings:
-    """Settings from ``env`` (default ``os.environ``), custom-resource ``properties`` taking precedence."""
+    """Settings from ``env`` (default ``os.environ``), custom-resource ``properties`` taking precedence.
+
+    The clusters are CLUSTER_NAMES (or the ``Clusters`` property) plus the names in CLUSTERS_JSON.
+    """
     merged = dict(os.environ if env is None else env)
     for prop, value in (properties or {}).items():
         if prop in PROPERTY_TO_ENV and value is not None:
@@ -80,7 +84,10 @@ def load_settings(env: Mapping[str, str] | None = None, properties: Mapping[str,
         name=name,
         region=region,
         namespace=merged.get("METRICS_NAMESPACE", "").strip() or "Kubernetes",
-        cluster_names=parse_clusters(merged.get("CLUSTER_NAMES", "")),
+        cluster_names=tuple(sorted(
+            set(parse_clusters(merged.get("CLUSTER_NAMES", "")))
+            | set(_json_names(merged.get("CLUSTERS_JSON", "")))
+        )),
         discovery_tag=_tag(merged.get("CLUSTER_DISCOVERY_TAG", "")),
         alarms_enabled=_bool("ALARMS_ENABLED", merged.get("ALARMS_ENABLED", "")),
         alarm_topic_arn=merged.get("ALARM_TOPIC_ARN", "").strip(),
@@ -104,6 +111,19 @@ def parse_clusters(value: str | list[Any]) -> tuple[str, ...]:
             raise SettingsError(f"invalid cluster name {name!r}")
         names.add(name)
     return tuple(sorted(names))
+
+
+def _json_names(value: str) -> tuple[str, ...]:
+    """Cluster names of a CLUSTERS_JSON list of ``{name, ...}`` objects (the collector's other settings)."""
+    if not value.strip():
+        return ()
+    try:
+        entries = json.loads(value)
+    except ValueError as error:
+        raise SettingsError(f"CLUSTERS_JSON is not JSON: {error}") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise SettingsError("CLUSTERS_JSON must be a list of objects")
+    return parse_clusters([e.get("name") for e in entries])
 
 
 def _tag(value: str) -> tuple[str, str] | None:
