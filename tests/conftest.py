@@ -1,0 +1,41 @@
+"""Shared fixtures: the local EKS stand-in (devtools/fake_eks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+from fake_eks.testing import RunningFakeEks, start_fake_eks
+
+FakeEksFactory = Callable[..., RunningFakeEks]
+
+
+@pytest.fixture
+def fake_eks_factory() -> Iterator[FakeEksFactory]:
+    """Start stand-ins on demand: ``fake_eks_factory(scenario, seed=None, subprocess_mode=False)``.
+
+    ``scenario`` is a shipped name (demo, faults, scale-5k, scale-10k), a JSON file path or a dict.
+    Every stand-in started is stopped when the test ends.
+    """
+    with ExitStack() as stack:
+
+        def factory(scenario: str | dict[str, Any], **kwargs: Any) -> RunningFakeEks:
+            return stack.enter_context(start_fake_eks(scenario, **kwargs))
+
+        yield factory
+
+
+@pytest.fixture
+def fake_eks(fake_eks_factory: FakeEksFactory) -> RunningFakeEks:
+    """A fresh ``demo`` stand-in (3 clusters, 20-60 nodes, a few faulty nodes) for one test."""
+    return fake_eks_factory("demo")
+
+
+@pytest.fixture
+def fake_eks_env(fake_eks: RunningFakeEks, monkeypatch: pytest.MonkeyPatch) -> RunningFakeEks:
+    """The ``demo`` stand-in with AWS_ENDPOINT_URL_EKS/STS, credentials and region set in os.environ."""
+    for key, value in fake_eks.env().items():
+        monkeypatch.setenv(key, value)
+    return fake_eks
