@@ -361,9 +361,12 @@ class Scraper:
                 )
 
     def _fetch(self, pod: PodRef, token: str, deadline: float) -> tuple[NodeMetrics, int]:
-        remaining = deadline - self._clock()
+        now = self._clock()
+        remaining = deadline - now
         if remaining <= 0:
             raise ScrapeFailure("timeout", "deadline passed before the request")
+        # one attempt, body included, takes at most connect + read timeout (slow drips end here)
+        attempt_deadline = min(deadline, now + self._settings.connect_timeout + self._settings.read_timeout)
         timeout = urllib3.Timeout(
             connect=min(self._settings.connect_timeout, remaining),
             read=min(self._settings.read_timeout, remaining),
@@ -388,7 +391,7 @@ class Scraper:
         except HTTPError as exc:
             raise ScrapeFailure("other", _exception_text(exc)) from None
         try:
-            return self._read(response, deadline)
+            return self._read(response, attempt_deadline)
         finally:
             response.release_conn()
 
@@ -415,9 +418,16 @@ class Scraper:
             if not complete:
                 response.close()
         try:
-            return read_node_metrics(data), capped.wire_bytes
+            metrics = read_node_metrics(data)
         except PayloadError as exc:
             raise ScrapeFailure("bad_payload", str(exc), bytes_read=capped.wire_bytes) from None
+        if not metrics.gauges and not metrics.counters:
+            content_type = response.headers.get("Content-Type", "none")
+            raise ScrapeFailure(
+                "bad_payload", f"no awscni metrics in the payload (Content-Type {content_type})",
+                bytes_read=capped.wire_bytes,
+            )
+        return metrics, capped.wire_bytes
 
     def _read_chunk(self, response: urllib3.BaseHTTPResponse, deadline: float, wire_bytes: int) -> bytes:
         try:
@@ -425,11 +435,17 @@ class Scraper:
         except ReadTimeoutError as exc:
             raise ScrapeFailure("timeout", _exception_text(exc), bytes_read=wire_bytes) from None
         except (ProtocolError, OSError) as exc:
+            if "IncompleteRead" in str(exc):
+                raise ScrapeFailure(
+                    "bad_payload", f"truncated body: {_exception_text(exc)}", bytes_read=wire_bytes
+                ) from None
             raise ScrapeFailure(
                 "unreachable", _exception_text(exc), retryable=True, bytes_read=wire_bytes
             ) from None
         if self._clock() > deadline:
-            raise ScrapeFailure("timeout", "deadline passed while reading the body", bytes_read=wire_bytes)
+            raise ScrapeFailure(
+                "timeout", "body not complete within the timeouts or the deadline", bytes_read=wire_bytes
+            )
         return chunk
 
     def _read_error_body(self, response: urllib3.BaseHTTPResponse, deadline: float) -> tuple[bytes, bool]:
