@@ -109,6 +109,7 @@ class ClusterOutcome:
     pending: int = 0
     state: StateOutcome = "unchanged"
     error: str | None = None
+    collected_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -206,6 +207,7 @@ def _process(run: _Run, spec: ClusterSpec, outcome: ClusterOutcome) -> None:
     elif collection.status == "no_aws_node_pods":
         outcome.status = "no_aws_node_pods"
     batch = MetricBatch(f"{run.run_id}/{cluster}", collection.collected_at, tuple(metrics))
+    outcome.collected_at = collection.collected_at.isoformat()
 
     # 3. claim
     if run.deps.monotonic() > run.deadline:
