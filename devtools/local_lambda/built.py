@@ -41,10 +41,18 @@ def _short_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[st
         value = loader.construct_sequence(node, deep=True)
     else:
         value = loader.construct_mapping(node, deep=True)
-    return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+    return {suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}": value}
 
 
 _Loader.add_multi_constructor("!", _short_tag)
+
+
+def read_template(path: Path) -> dict[str, Any]:
+    """A CloudFormation/SAM YAML template as plain data (short tags in their long form)."""
+    document = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    if not isinstance(document, dict):
+        raise BuildError(f"{path} is not a template")
+    return document
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,7 @@ def load_function(build_dir: Path, function: str, parameters: Mapping[str, str] 
     template_path = build_dir / "template.yaml"
     if not template_path.is_file():
         raise BuildError(f"{template_path} not found: run `make build-local` (sam build) first")
-    template = yaml.load(template_path.read_text(), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    template = read_template(template_path)
     resources: dict[str, Any] = template.get("Resources") or {}
     resource = resources.get(function)
     if not resource or resource.get("Type") != "AWS::Serverless::Function":

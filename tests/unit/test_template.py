@@ -1,0 +1,482 @@
+"""template.yaml, translated by aws-sam-translator (no AWS calls) and evaluated for given parameters.
+
+``Stack`` is a small CloudFormation evaluator: it resolves the transformed template's conditions and
+intrinsics for one set of parameter values, so the tests read the effective IAM policies, schedule,
+layer wiring and environments exactly as CloudFormation would create them.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml  # type: ignore[import-untyped]
+from local_lambda.built import read_template
+from samtranslator.parser.parser import Parser  # type: ignore[import-untyped]
+from samtranslator.translator.translator import Translator  # type: ignore[import-untyped]
+
+REPO = Path(__file__).resolve().parents[2]
+REGION, ACCOUNT = "us-east-1", "123456789012"
+NO_VALUE = object()
+STATE_PREFIX = "cni-metrics/state/"
+# Actions whose API has no resource type: Resource "*" is the only possible scope.
+UNSCOPABLE = {"eks:ListClusters", "cloudwatch:PutMetricData", "cloudwatch:ListDashboards"}
+
+
+@cache
+def _source() -> dict[str, Any]:
+    return read_template(REPO / "template.yaml")
+
+
+@cache
+def _transformed() -> dict[str, Any]:
+    template = copy.deepcopy(_source())
+    for resource in template["Resources"].values():  # the translator takes S3 URIs only
+        props = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if key in props:
+                props[key] = f"s3://bucket/{key}.zip"
+    translator = Translator(managed_policy_map={}, sam_parser=Parser(),
+                            boto_session=boto3.Session(region_name=REGION))
+    result: dict[str, Any] = translator.translate(template, parameter_values={})
+    return result
+
+
+class Stack:
+    """The transformed template as CloudFormation would instantiate it for ``parameters``."""
+
+    def __init__(self, **parameters: str) -> None:
+        template = _transformed()
+        unknown = set(parameters) - set(template["Parameters"])
+        assert not unknown, f"unknown parameters {unknown}"
+        self.template = template
+        self.parameters = {name: str(spec.get("Default", ""))
+                           for name, spec in template["Parameters"].items()}
+        self.parameters.update(parameters)
+        self._pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
+                        "AWS::StackName": "cni-metrics"}
+
+    def condition(self, name: str) -> bool:
+        return bool(self.eval(self.template["Conditions"][name]))
+
+    def resources(self, type_: str | None = None) -> dict[str, dict[str, Any]]:
+        """Resources that exist for these parameters, properties resolved."""
+        found = {}
+        for logical_id, resource in self.template["Resources"].items():
+            if "Condition" in resource and not self.condition(resource["Condition"]):
+                continue
+            if type_ is None or resource["Type"] == type_:
+                found[logical_id] = {**resource, "Properties": self.eval(resource.get("Properties", {}))}
+        return found
+
+    def resource(self, logical_id: str) -> dict[str, Any]:
+        return self.resources()[logical_id]
+
+    def statements(self, role: str) -> list[dict[str, Any]]:
+        """Every statement of the role's inline policies."""
+        props = self.resource(role)["Properties"]
+        return [statement for policy in props["Policies"]
+                for statement in policy["PolicyDocument"]["Statement"]]
+
+    def eval(self, value: Any) -> Any:
+        """``value`` with every intrinsic resolved (GetAtt and resource Refs become ``<Id.Attr>``)."""
+        if isinstance(value, list):
+            return [item for item in (self.eval(v) for v in value) if item is not NO_VALUE]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, arg), = value.items()
+            if key == "Ref":
+                if arg == "AWS::NoValue":
+                    return NO_VALUE
+                return self._pseudo.get(arg) or self.parameters.get(arg, f"<{arg}>")
+            if key == "Fn::GetAtt":
+                return f"<{arg[0]}.{arg[1]}>"
+            if key == "Fn::Sub":
+                text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], self.eval(arg[1]))
+                return re.sub(r"\$\{([^}]+)\}", lambda m: self._sub(m.group(1), variables), text)
+            if key == "Fn::If":
+                return self.eval(arg[1] if self.condition(arg[0]) else arg[2])
+            if key == "Fn::Split":
+                return str(self.eval(arg[1])).split(arg[0])
+            if key == "Fn::Join":
+                return arg[0].join(str(item) for item in self.eval(arg[1]))
+            if key == "Fn::Select":
+                return self.eval(arg[1])[int(arg[0])]
+            if key == "Fn::FindInMap":
+                keys = self.eval(arg)
+                return self.template["Mappings"][keys[0]][keys[1]][keys[2]]
+            if key == "Fn::Equals":
+                left, right = self.eval(arg)
+                return str(left) == str(right)
+            if key == "Fn::Not":
+                return not self.eval(arg[0])
+            if key == "Fn::And":
+                return all(self.eval(arg))
+            if key == "Fn::Or":
+                return any(self.eval(arg))
+            if key == "Condition":
+                return self.condition(arg)
+        return {k: v for k, v in ((k, self.eval(v)) for k, v in value.items()) if v is not NO_VALUE}
+
+    def _sub(self, name: str, variables: Mapping[str, Any]) -> str:
+        if name in variables:
+            return str(variables[name])
+        if "." in name:
+            return f"<{name}>"
+        return str(self._pseudo.get(name) or self.parameters.get(name, f"<{name}>"))
+
+
+def _actions(statement: Mapping[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else list(action)
+
+
+def _resources(statement: Mapping[str, Any]) -> list[str]:
+    resource = statement["Resource"]
+    return [resource] if isinstance(resource, str) else list(resource)
+
+
+def _by_action(stack: Stack, role: str) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for statement in stack.statements(role):
+        for action in _actions(statement):
+            found.setdefault(action, []).append(statement)
+    return found
+
+
+SCENARIOS = {
+    "names": {"ClusterNames": "prod,dev"},
+    "discovery": {"ClusterDiscoveryTag": "cni-metrics=enabled"},
+    "putmetricdata": {"ClusterNames": "prod", "PublishMode": "putmetricdata",
+                      "MetricsNamespace": "Custom/CNI"},
+    "cross-account": {"ClustersJson": '[{"name": "x", "role_arn": "arn:aws:iam::210987654321:role/r"}]',
+                      "CrossAccountRoleArns": ("arn:aws:iam::210987654321:role/r,"
+                                               "arn:aws:iam::210987654321:role/s")},
+    "vpc": {"ClusterNames": "prod", "SubnetIds": "subnet-1,subnet-2", "SecurityGroupIds": "sg-1"},
+}
+
+
+def _all_statements() -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for scenario, parameters in SCENARIOS.items():
+        stack = Stack(**parameters)
+        for role in ("CollectorRole", "DashboardRole"):
+            for statement in stack.statements(role):
+                yield scenario, role, statement
+
+
+@pytest.mark.parametrize(("scenario", "role", "statement"), list(_all_statements()))
+def test_no_wildcard_action_and_star_resource_only_where_unscopable(
+        scenario: str, role: str, statement: dict[str, Any]) -> None:
+    # Given one effective policy statement of a scenario / Then it names actions and scopes resources
+    assert statement["Effect"] == "Allow"
+    for action in _actions(statement):
+        assert "*" not in action, (scenario, role, action)
+    if "*" in _resources(statement):
+        assert set(_actions(statement)) <= UNSCOPABLE, (scenario, role, statement)
+
+
+def test_collector_cluster_permissions_are_the_named_clusters_only() -> None:
+    # Given two named clusters, no discovery
+    stack = Stack(**SCENARIOS["names"])
+
+    # When the collector's effective policy is read
+    actions = _by_action(stack, "CollectorRole")
+
+    # Then DescribeCluster covers exactly those clusters, pinned to this account and region
+    (describe,) = actions["eks:DescribeCluster"]
+    assert _resources(describe) == ["arn:*:eks:*:*:cluster/prod", "arn:*:eks:*:*:cluster/dev"]
+    assert describe["Condition"] == {"StringEquals": {"aws:ResourceAccount": ACCOUNT,
+                                                      "aws:RequestedRegion": REGION}}
+    # And nothing of discovery, cross-account or PutMetricData (EMF is the default)
+    assert "eks:ListClusters" not in actions
+    assert "eks:ListTagsForResource" not in actions
+    assert "sts:AssumeRole" not in actions
+    assert "cloudwatch:PutMetricData" not in actions
+
+
+def test_discovery_adds_list_clusters_and_tags() -> None:
+    # Given discovery by tag
+    stack = Stack(**SCENARIOS["discovery"])
+
+    # When the effective policies are read
+    collector, dashboard = _by_action(stack, "CollectorRole"), _by_action(stack, "DashboardRole")
+
+    # Then both may list clusters and describe any cluster of the account
+    cluster_arns = f"arn:aws:eks:*:{ACCOUNT}:cluster/*"
+    for actions in (collector, dashboard):
+        assert _resources(actions["eks:ListClusters"][0]) == ["*"]
+        assert _resources(actions["eks:DescribeCluster"][0]) == [cluster_arns]
+        assert "Condition" not in actions["eks:DescribeCluster"][0]
+    region_clusters = f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/*"
+    assert _resources(collector["eks:ListTagsForResource"][0]) == [region_clusters]
+
+
+def test_put_metric_data_only_in_the_configured_namespace() -> None:
+    # Given PublishMode putmetricdata and a custom namespace
+    stack = Stack(**SCENARIOS["putmetricdata"])
+
+    # When the collector's policy is read
+    (statement,) = _by_action(stack, "CollectorRole")["cloudwatch:PutMetricData"]
+
+    # Then PutMetricData is conditioned on that namespace
+    assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Custom/CNI"}}
+
+
+def test_assume_role_only_on_the_given_roles() -> None:
+    # Given cross-account role ARNs
+    stack = Stack(**SCENARIOS["cross-account"])
+
+    # When the collector's policy is read
+    (statement,) = _by_action(stack, "CollectorRole")["sts:AssumeRole"]
+
+    # Then only those roles may be assumed
+    assert _resources(statement) == ["arn:aws:iam::210987654321:role/r", "arn:aws:iam::210987654321:role/s"]
+
+
+def test_state_access_is_the_state_prefix_only() -> None:
+    # Given the default stack
+    actions = _by_action(Stack(**SCENARIOS["names"]), "CollectorRole")
+
+    # Then objects are read and written under the state prefix, and only that prefix is listed
+    for action in ("s3:GetObject", "s3:PutObject"):
+        (statement,) = actions[action]
+        assert _resources(statement) == [f"<StateBucket.Arn>/{STATE_PREFIX}*"]
+    (listing,) = actions["s3:ListBucket"]
+    assert _resources(listing) == ["<StateBucket.Arn>"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": f"{STATE_PREFIX}*"}}
+    assert not {a for a in actions if a.startswith("s3:")} - {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}
+
+
+def test_logs_and_failure_queue_are_scoped_to_own_resources() -> None:
+    # Given the default stack
+    stack = Stack(**SCENARIOS["names"])
+    collector, dashboard = _by_action(stack, "CollectorRole"), _by_action(stack, "DashboardRole")
+
+    # Then each function writes only its own log group, and the collector sends only to the failure queue
+    assert _resources(collector["logs:PutLogEvents"][0]) == ["<CollectorLogGroup.Arn>"]
+    assert _resources(dashboard["logs:PutLogEvents"][0]) == ["<DashboardLogGroup.Arn>"]
+    assert "logs:CreateLogGroup" not in collector
+    assert _resources(collector["sqs:SendMessage"][0]) == ["<FailureQueue.Arn>"]
+
+
+def test_dashboard_permissions_are_its_dashboards_and_alarms() -> None:
+    # Given a dashboard name
+    actions = _by_action(Stack(ClusterNames="prod", DashboardName="fleet"), "DashboardRole")
+
+    # Then dashboards and alarms are scoped by that name
+    for action in ("cloudwatch:PutDashboard", "cloudwatch:GetDashboard", "cloudwatch:DeleteDashboards"):
+        assert _resources(actions[action][0]) == [f"arn:aws:cloudwatch::{ACCOUNT}:dashboard/fleet*"]
+    for action in ("cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms"):
+        assert _resources(actions[action][0]) == [f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:fleet/*"]
+    assert "cloudwatch:PutMetricData" not in actions
+    assert "cloudwatch:GetMetricData" not in actions
+
+
+def test_vpc_config_and_eni_policy_only_with_subnets() -> None:
+    # Given a stack without and one with subnets
+    plain, vpc = Stack(**SCENARIOS["names"]), Stack(**SCENARIOS["vpc"])
+
+    # Then only the VPC stack has a VPC config and the ENI managed policy
+    for name in ("CollectorFunction", "DashboardFunction"):
+        assert "VpcConfig" not in plain.resource(name)["Properties"]
+        assert vpc.resource(name)["Properties"]["VpcConfig"] == {"SubnetIds": ["subnet-1", "subnet-2"],
+                                                                 "SecurityGroupIds": ["sg-1"]}
+    for role in ("CollectorRole", "DashboardRole"):
+        assert "ManagedPolicyArns" not in plain.resource(role)["Properties"]
+        assert vpc.resource(role)["Properties"]["ManagedPolicyArns"] == [
+            "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"]
+
+
+def test_functions_run_python313_arm64_with_the_shared_layer() -> None:
+    # Given the source template and its default stack
+    source, stack = _source()["Resources"], Stack(**SCENARIOS["names"])
+    (layer_id, layer), = stack.resources("AWS::Lambda::LayerVersion").items()
+
+    # Then the layer is built by SAM for python3.13 from layers/cni_metrics, for the functions' architecture
+    assert source["CniMetricsLayer"]["Properties"]["ContentUri"] == "layers/cni_metrics"
+    assert source["CniMetricsLayer"]["Metadata"]["BuildMethod"] == "python3.13"
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+    # And both functions use it with their own code dir and handler
+    for name, code_dir in (("CollectorFunction", "functions/collector"),
+                           ("DashboardFunction", "functions/dashboard")):
+        assert source[name]["Properties"]["CodeUri"] == code_dir
+        props = stack.resource(name)["Properties"]
+        assert props["Runtime"] == "python3.13"
+        assert props["Architectures"] == ["arm64"]
+        assert props["Handler"] == "app.lambda_handler"
+        assert props["Layers"] == [f"<{layer_id}>"]
+        assert props["LoggingConfig"]["LogGroup"] == f"<{name.replace('Function', 'LogGroup')}>"
+
+
+def _documented_variables() -> set[str]:
+    """Variable names of the configuration table in docs/ARCHITECTURE.md."""
+    text = (REPO / "docs" / "ARCHITECTURE.md").read_text()
+    section = text.split("## Configuration", 1)[1]
+    names: set[str] = set()
+    for line in section.splitlines()[4:]:
+        if not line.startswith("|"):
+            break
+        names.update(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", line.split("|")[1]))
+    return names
+
+
+def test_collector_environment_follows_the_contract() -> None:
+    # Given a stack with settings that differ from the defaults
+    stack = Stack(ClusterNames="prod,dev", PublishMode="putmetricdata", MetricsNamespace="Custom/CNI",
+                  LogLevel="DEBUG")
+
+    # When the collector's environment is read
+    env = stack.resource("CollectorFunction")["Properties"]["Environment"]["Variables"]
+
+    # Then every variable is a documented one, carrying the parameter's value
+    assert set(env) <= _documented_variables()
+    assert env == {
+        "CLUSTER_NAMES": "prod,dev", "CLUSTER_DISCOVERY_TAG": "", "CLUSTERS_JSON": "",
+        "PUBLISH_MODE": "putmetricdata", "METRICS_NAMESPACE": "Custom/CNI", "EXHAUSTION_THRESHOLD_PCT": "90",
+        "STATE_BUCKET": "<StateBucket>", "STATE_PREFIX": STATE_PREFIX,
+        "POWERTOOLS_SERVICE_NAME": "cni-metrics", "POWERTOOLS_LOG_LEVEL": "DEBUG",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
+
+
+def test_dashboard_environment_and_custom_resource_follow_the_contract() -> None:
+    # Given a stack with alarms on and a topic
+    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:ops"
+    stack = Stack(ClusterNames="prod", DashboardName="fleet", AlarmsEnabled="true", AlarmTopicArn=topic)
+
+    # When the dashboard function's environment and the custom resource are read
+    env = stack.resource("DashboardFunction")["Properties"]["Environment"]["Variables"]
+    custom = stack.resource("Dashboard")
+
+    # Then the variables are documented ones with the parameters' values
+    assert set(env) <= _documented_variables()
+    names = ("DASHBOARD_NAME", "ALARMS_ENABLED", "ALARM_TOPIC_ARN", "IP_UTILIZATION_ALARM_PCT",
+             "METRICS_NAMESPACE", "CLUSTER_NAMES")
+    assert {k: env[k] for k in names} == {
+        "DASHBOARD_NAME": "fleet", "ALARMS_ENABLED": "true", "ALARM_TOPIC_ARN": topic,
+        "IP_UTILIZATION_ALARM_PCT": "80", "METRICS_NAMESPACE": "Kubernetes", "CLUSTER_NAMES": "prod"}
+    assert "STATE_BUCKET" not in env
+    # And the custom resource is served by the dashboard function with the clusters and namespace
+    assert custom["Type"] == "Custom::CniDashboard"
+    assert custom["Properties"]["ServiceToken"] == "<DashboardFunction.Arn>"
+    assert custom["Properties"]["Clusters"] == "prod"
+    assert custom["Properties"]["Namespace"] == "Kubernetes"
+    assert custom["Properties"]["DashboardName"] == "fleet"
+
+
+def test_collector_schedule_and_async_failure_handling() -> None:
+    # Given the default stack
+    stack = Stack(**SCENARIOS["names"])
+
+    # When the schedule rule and the invoke config are read
+    (target,) = stack.resource("CollectorFunctionSchedule")["Properties"]["Targets"]
+    invoke_config = stack.resource("CollectorFunctionEventInvokeConfig")["Properties"]
+    queue_policy = stack.resource("FailureQueuePolicy")["Properties"]["PolicyDocument"]["Statement"][0]
+
+    # Then it runs every minute, delivery retries stay within one period, a failed run is not retried
+    assert stack.resource("CollectorFunctionSchedule")["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+    assert target["Arn"] == "<CollectorFunction.Arn>"
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 60}
+    assert target["DeadLetterConfig"] == {"Arn": "<FailureQueue.Arn>"}
+    assert invoke_config["MaximumRetryAttempts"] == 0
+    assert invoke_config["DestinationConfig"] == {"OnFailure": {"Destination": "<FailureQueue.Arn>"}}
+    # And the rules (only they) may put undelivered events in the queue
+    assert queue_policy["Principal"] == {"Service": "events.amazonaws.com"}
+    assert queue_policy["Condition"]["ArnEquals"]["aws:SourceArn"] == [
+        "<CollectorFunctionSchedule.Arn>", "<DashboardFunctionSchedule.Arn>"]
+    assert stack.resource("DashboardFunctionSchedule")["Properties"]["ScheduleExpression"] == "rate(1 hour)"
+
+
+def test_state_bucket_is_private_encrypted_and_tls_only() -> None:
+    # Given the default stack
+    stack = Stack(**SCENARIOS["names"])
+    bucket = stack.resource("StateBucket")["Properties"]
+    (deny,) = stack.resource("StateBucketPolicy")["Properties"]["PolicyDocument"]["Statement"]
+
+    # Then it is encrypted, blocks public access, keeps no versions and expires abandoned state
+    rule = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert set(bucket["PublicAccessBlockConfiguration"].values()) == {True}
+    assert len(bucket["PublicAccessBlockConfiguration"]) == 4
+    assert "VersioningConfiguration" not in bucket
+    expiry = bucket["LifecycleConfiguration"]["Rules"][0]
+    assert (expiry["Prefix"], expiry["ExpirationInDays"]) == (STATE_PREFIX, 30)
+    # And plain HTTP is refused
+    assert deny["Effect"] == "Deny"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_error_alarm_notifies_the_topic_only_when_given() -> None:
+    # Given a stack without and one with an alarm topic
+    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:ops"
+    quiet, loud = Stack(**SCENARIOS["names"]), Stack(ClusterNames="prod", AlarmTopicArn=topic)
+
+    # Then the collector error alarm watches the function's Errors and notifies only when a topic is given
+    alarm = quiet.resource("CollectorErrorsAlarm")["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": "<CollectorFunction>"}]
+    assert "AlarmActions" not in alarm
+    assert loud.resource("CollectorErrorsAlarm")["Properties"]["AlarmActions"] == [topic]
+
+
+def test_access_entries_for_listed_clusters_when_asked() -> None:
+    # Given three clusters with access entries on, and the same without
+    on = Stack(ClusterNames="a,b,c", CreateAccessEntries="true", KubernetesGroup="cni-readers")
+    off = Stack(ClusterNames="a,b,c")
+
+    # When the access entries are read
+    entries = on.resources("AWS::EKS::AccessEntry")
+
+    # Then one STANDARD entry per cluster maps the collector role to the group, without access policy
+    assert sorted(e["Properties"]["ClusterName"] for e in entries.values()) == ["a", "b", "c"]
+    for entry in entries.values():
+        assert entry["Properties"]["PrincipalArn"] == "<CollectorRole.Arn>"
+        assert entry["Properties"]["Type"] == "STANDARD"
+        assert entry["Properties"]["KubernetesGroups"] == ["cni-readers"]
+        assert "AccessPolicies" not in entry["Properties"]
+    assert off.resources("AWS::EKS::AccessEntry") == {}
+
+
+def test_outputs_name_functions_roles_and_dashboard() -> None:
+    # Given the default stack / Then its outputs give the ARNs users need and the dashboard URL
+    outputs = Stack(**SCENARIOS["names"]).eval(_transformed()["Outputs"])
+    assert outputs["CollectorRoleArn"]["Value"] == "<CollectorRole.Arn>"
+    assert outputs["CollectorFunctionArn"]["Value"] == "<CollectorFunction.Arn>"
+    assert outputs["DashboardFunctionArn"]["Value"] == "<DashboardFunction.Arn>"
+    assert outputs["DashboardRoleArn"]["Value"] == "<DashboardRole.Arn>"
+    assert outputs["DashboardUrl"]["Value"].endswith(f"region={REGION}#dashboards/dashboard/cni-metrics")
+
+
+def test_rbac_manifest_grants_list_pods_and_get_proxy_to_the_group() -> None:
+    # Given deploy/rbac.yaml
+    role, binding = yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text())
+
+    # Then a kube-system Role allows exactly list pods and get pods/proxy
+    assert (role["kind"], role["metadata"]["namespace"]) == ("Role", "kube-system")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+                             {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get"]}]
+    # And it is bound to the template's default Kubernetes group
+    assert (binding["kind"], binding["metadata"]["namespace"]) == ("RoleBinding", "kube-system")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    group = _source()["Parameters"]["KubernetesGroup"]["Default"]
+    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]
+
+
+def test_samconfig_default_profile_deploys() -> None:
+    # Given samconfig.toml / Then its default profile names the stack, capabilities and resolve_s3
+    config = tomllib.loads((REPO / "samconfig.toml").read_text())["default"]
+    assert config["global"]["parameters"]["stack_name"] == "cni-metrics"
+    deploy = config["deploy"]["parameters"]
+    assert deploy["capabilities"] == "CAPABILITY_IAM"
+    assert deploy["resolve_s3"] is True
+    assert "ClusterNames=" in deploy["parameter_overrides"]
