@@ -167,6 +167,7 @@ def _collect(
         pods = list_aws_node_pods(
             api, tokens, target.name,
             timeout=(min(settings.connect_timeout, remaining), min(settings.read_timeout, remaining)),
+            deadline=deadline,
         )
     finally:
         api.api_client.rest_client.pool_manager.clear()

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,12 +25,13 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from cni_metrics.adapters.scraper import BearerTokens, status_message
+from cni_metrics.adapters.scraper import BearerTokens, parse_retry_after, status_message
 
 NAMESPACE = "kube-system"
 LABEL_SELECTOR = "k8s-app=aws-node"
 CONTAINER = "aws-node"
 PAGE_SIZE = 500
+LIST_THROTTLE_RETRIES = 3
 
 
 class DiscoveryError(Exception):
@@ -120,11 +123,15 @@ def list_aws_node_pods(
     *,
     timeout: tuple[float, float] = (3.0, 10.0),
     page_size: int = PAGE_SIZE,
+    deadline: float | None = None,
 ) -> list[AwsNodePod]:
-    """Every aws-node pod of the cluster (all pages); raises ``DiscoveryError``."""
+    """Every aws-node pod of the cluster (all pages); raises ``DiscoveryError``.
+
+    ``deadline`` (monotonic) bounds waiting for APF throttling (429) on the list.
+    """
     for attempt in range(2):
         try:
-            return list(_pages(api, tokens, cluster, timeout, page_size))
+            return list(_pages(api, tokens, timeout, page_size, deadline))
         except ApiException as exc:
             if exc.status == 410 and attempt == 0:
                 continue  # continue token expired: list again from the start
@@ -135,11 +142,12 @@ def list_aws_node_pods(
 
 
 def _pages(
-    api: k8s.CoreV1Api, tokens: BearerTokens, cluster: str, timeout: tuple[float, float], page_size: int
+    api: k8s.CoreV1Api, tokens: BearerTokens, timeout: tuple[float, float], page_size: int,
+    deadline: float | None,
 ) -> Iterator[AwsNodePod]:
     token: str | None = None
     while True:
-        page = _page(api, tokens, token, timeout, page_size)
+        page = _page(api, tokens, token, timeout, page_size, deadline)
         for item in page.get("items") or ():
             yield pod_from_json(item)
         token = (page.get("metadata") or {}).get("continue") or None
@@ -148,25 +156,41 @@ def _pages(
 
 
 def _page(
-    api: k8s.CoreV1Api, tokens: BearerTokens, token: str | None, timeout: tuple[float, float], page_size: int
+    api: k8s.CoreV1Api,
+    tokens: BearerTokens,
+    token: str | None,
+    timeout: tuple[float, float],
+    page_size: int,
+    deadline: float | None,
 ) -> dict[str, Any]:
-    for attempt in range(2):
+    """One page; a 401 makes one new token and retries, a 429 (APF) waits Retry-After, up to 3 times."""
+    refreshed = False
+    throttled = 0
+    while True:
         try:
             response: Any = api.list_namespaced_pod(
                 NAMESPACE, label_selector=LABEL_SELECTOR, limit=page_size, _continue=token,
                 _preload_content=False, _request_timeout=timeout,
             )
         except ApiException as exc:
-            if exc.status == 401 and attempt == 0:
+            if exc.status == 401 and not refreshed:
+                refreshed = True
                 tokens.refresh(tokens.token())
                 continue
+            if exc.status == 429 and throttled < LIST_THROTTLE_RETRIES:
+                headers = exc.headers or {}
+                hint = parse_retry_after(headers.get("Retry-After")) or 1.0
+                delay = min(hint, 5.0) + random.uniform(0, 0.2)
+                if deadline is None or time.monotonic() + delay < deadline:
+                    throttled += 1
+                    time.sleep(delay)
+                    continue
             raise
         try:
             document: dict[str, Any] = json.loads(response.data)
         finally:
             response.release_conn()
         return document
-    raise AssertionError("unreachable")
 
 
 def _api_error(cluster: str, api: k8s.CoreV1Api, exc: ApiException) -> str:
