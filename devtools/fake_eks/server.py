@@ -28,6 +28,7 @@ LOG = logging.getLogger("fake_eks")
 HOST = "127.0.0.1"
 METRICS_PORT = 61678
 STS_NS = "https://sts.amazonaws.com/doc/2011-06-15/"
+USER = web.RequestKey("user", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -120,7 +121,7 @@ class KubeCluster:
         user = self.authenticate(request)
         if isinstance(user, web.Response):
             return user
-        request["user"] = user
+        request[USER] = user
         try:
             return await handler(request)
         except web.HTTPNotFound:
@@ -176,7 +177,7 @@ class KubeCluster:
 
     async def list_pods(self, request: web.Request) -> web.StreamResponse:
         """GET pods: labelSelector, fieldSelector, limit/continue, resourceVersion=0."""
-        user = request["user"]
+        user = request[USER]
         ns = request.match_info.get("ns", "")
         if (throttled := self._throttled()) is not None:
             return throttled
@@ -239,7 +240,7 @@ class KubeCluster:
 
     async def get_pod(self, request: web.Request) -> web.Response:
         """GET one pod."""
-        user, ns, name = request["user"], request.match_info["ns"], request.match_info["name"]
+        user, ns, name = request[USER], request.match_info["ns"], request.match_info["name"]
         if not self.allowed(user, "get", "pods", ns):
             return self.forbidden(user, "get", "pods", ns, name)
         pod = self.sim.pods.get(name) if ns == "kube-system" else None
@@ -251,7 +252,7 @@ class KubeCluster:
 
     async def proxy(self, request: web.Request) -> web.StreamResponse:
         """The pods/proxy subresource: the node's aws-node answer, faults included."""
-        user, ns, target = request["user"], request.match_info["ns"], request.match_info["name"]
+        user, ns, target = request[USER], request.match_info["ns"], request.match_info["name"]
         verb = {
             "GET": "get",
             "HEAD": "get",
