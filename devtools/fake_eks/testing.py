@@ -26,6 +26,7 @@ class RunningFakeEks:
     def __init__(self, connection: dict[str, Any], connection_file: Path) -> None:
         self.connection = connection
         self.connection_file = connection_file
+        self._tokens: dict[str, tuple[str, float]] = {}
 
     @property
     def clusters(self) -> list[str]:
@@ -74,14 +75,23 @@ class RunningFakeEks:
         return list(self._call("GET", f"/clusters/{cluster}/auth-failures"))
 
     def token(self, cluster: str, *, for_cluster: str | None = None) -> str:
-        """A botocore-made token with the connection credentials (signed for ``for_cluster`` if given)."""
+        """A botocore-made token with the connection credentials (signed for ``for_cluster`` if given).
+
+        Tokens are reused for up to five minutes, as clients do.
+        """
+        signed_for = for_cluster or cluster
+        cached = self._tokens.get(signed_for)
+        if cached is not None and time.monotonic() - cached[1] < 300:
+            return cached[0]
         cred = self.connection["credentials"]
-        return make_token(
+        token = make_token(
             for_cluster or cluster,
             access_key_id=cred["access_key_id"],
             secret_access_key=cred["secret_access_key"],
             region=self.connection["region"],
         )
+        self._tokens[signed_for] = (token, time.monotonic())
+        return token
 
     def env(self) -> dict[str, str]:
         """Environment variables that point boto3 at the stand-in with its credentials."""

@@ -182,7 +182,8 @@ def test_rbac_denials_have_the_api_server_message(fake_eks_factory: Callable[...
     )
     assert other_ns.status_code == 403
     assert other_ns.json()["message"] == (
-        f'pods is forbidden: User "{ident}" cannot list resource "pods" in API group "" in the namespace "default"'
+        f'pods is forbidden: User "{ident}" cannot list resource "pods" in API group "" '
+        'in the namespace "default"'
     )
     assert anonymous.status_code == 403
     assert 'User "system:anonymous"' in anonymous.json()["message"]
