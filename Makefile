@@ -11,14 +11,21 @@ SAM_VENV := .sam-venv
 SAM := $(SAM_VENV)/bin/sam
 export AWS_EC2_METADATA_DISABLED := true
 export SAM_CLI_TELEMETRY := 0
+# sam runs with Python 3.13 on PATH (BuildMethod python3.13). Local runs need the host's architecture
+# (the layer holds compiled wheels): build-local builds for it into .aws-sam/local, while
+# build makes the deployable artifact (.aws-sam/build, the template's arm64) that `sam deploy` uses.
+SAM_ENV := PATH="$(dir $(PYTHON313)):$$PATH" PYENV_VERSION=3.13.0
+HOST_ARCH := $(shell uname -m | sed -e 's/aarch64/arm64/')
+EVENT_FUNCTION ?= CollectorFunction
 
-.PHONY: help venv lint typecheck unit integration e2e test bench demo build validate invoke clean
+.PHONY: help venv lint typecheck unit integration e2e test bench demo build build-local validate invoke clean
 
 help:
 	@echo "make demo   - run the collector on the embedded local EKS stand-in and local AWS endpoints"
 	@echo "make test   - ruff, mypy --strict and every test tier"
 	@echo "make bench  - benchmarks (parse/aggregate, scrape at scale)"
-	@echo "make build  - sam build;  make invoke EVENT=events/<file>.json - run it under the Lambda runtime client"
+	@echo "make build  - sam build (deployable, arm64);  make validate - sam validate --lint + cfn-lint"
+	@echo "make invoke EVENT=events/<file>.json - the built collector under the Lambda runtime client, against local stand-ins"
 
 $(VENV)/.installed: pyproject.toml layers/cni_metrics/requirements.txt
 	@test -n "$(PYTHON313)" || { echo "python3.13 not found (pyenv install 3.13.0)"; exit 1; }
@@ -47,10 +54,10 @@ unit: venv
 integration: venv
 	$(PY) -m pytest tests/integration tests/fake_eks -q
 
-e2e: venv build
+e2e: venv build-local
 	$(PY) -m pytest tests/e2e -q
 
-test: venv lint typecheck $(SAM_VENV)/.installed
+test: venv lint typecheck validate build build-local
 	$(PY) -m pytest -q
 
 bench: venv
@@ -59,16 +66,21 @@ bench: venv
 demo: venv
 	$(PY) -m cni_demo
 
-validate: $(SAM_VENV)/.installed
+validate: venv $(SAM_VENV)/.installed
 	$(SAM) validate --lint --region us-east-1
 	$(VENV)/bin/cfn-lint template.yaml
 
 build: $(SAM_VENV)/.installed
-	PATH="$(dir $(PYTHON313)):$$PATH" PYENV_VERSION=3.13.0 $(SAM) build --cached
+	$(SAM_ENV) $(SAM) build --cached
 
-invoke: venv build
+build-local: $(SAM_VENV)/.installed
+	$(SAM_ENV) $(SAM) build --cached --build-dir .aws-sam/local --cache-dir .aws-sam/local-cache \
+		--parameter-overrides Architecture=$(HOST_ARCH)
+
+invoke: venv build-local
 	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=events/<file>.json"; exit 2; }
-	$(PY) -m local_lambda invoke --function CollectorFunction --event $(EVENT) --env-vars events/env.json
+	$(PY) -m local_lambda invoke --function $(EVENT_FUNCTION) --event $(EVENT) --env-vars events/env.json \
+		--stand-ins demo
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .demo .bench

@@ -6,10 +6,22 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from local_lambda.built import BuildError
-from local_lambda.runner import invoke_built
+from local_lambda.runner import invoke_built, read_env_file
+from local_lambda.stand_ins import started
+
+
+def _pairs(items: Sequence[str]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BuildError(f"--env {item!r}: expected KEY=VALUE")
+        pairs[key] = value
+    return pairs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,13 +34,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--env-vars", type=Path, help="`sam local invoke --env-vars` JSON file")
     run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                      help="set a variable after the env-vars file (repeatable)")
+    run.add_argument("--stand-ins", metavar="SCENARIO",
+                     help="start moto and the fake EKS (this scenario) on free ports and point the function "
+                          "at them (the env-vars file's endpoints and credentials are replaced)")
     run.add_argument("--build-dir", type=Path, default=Path(".aws-sam/local"),
                      help="sam build output (default .aws-sam/local, see `make build-local`)")
     run.add_argument("--quiet", action="store_true", help="do not echo the function's log lines")
     args = parser.parse_args(argv)
     try:
-        result = invoke_built(args.build_dir, args.function, args.event.read_bytes(), args.env_vars,
-                              args.env, log_stream=None if args.quiet else sys.stderr)
+        overrides = _pairs(args.env)
+        bucket = read_env_file(args.env_vars, args.function).get("STATE_BUCKET")
+        with ExitStack() as stack:
+            local = stack.enter_context(started(args.stand_ins, bucket)) if args.stand_ins else {}
+            result = invoke_built(args.build_dir, args.function, args.event.read_bytes(), args.env_vars,
+                                  {**local, **overrides}, log_stream=None if args.quiet else sys.stderr)
     except (BuildError, OSError, ValueError) as error:
         print(f"local_lambda: {error}", file=sys.stderr)
         return 2

@@ -72,6 +72,7 @@ class BuiltFunction:
 def load_function(build_dir: Path, function: str, parameters: Mapping[str, str] | None = None,
                   region: str = "us-east-1") -> BuiltFunction:
     """The built ``function`` of ``build_dir`` (raises ``BuildError`` when it is missing or not built)."""
+    build_dir = build_dir.resolve()  # the runtime's working directory is the task root
     template_path = build_dir / "template.yaml"
     if not template_path.is_file():
         raise BuildError(f"{template_path} not found: run `make build-local` (sam build) first")

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import distribution
 from pathlib import Path
@@ -206,14 +206,10 @@ def _pump(stream: TextIO | None, lines: list[str], echo: TextIO | None) -> None:
 
 
 def invoke_built(build_dir: Path, function_name: str, event: bytes, env_file: Path | None = None,
-                 overrides: Sequence[str] = (), log_stream: TextIO | None = sys.stderr) -> InvokeResult:
-    """``invoke`` for ``function_name`` of ``build_dir`` with an env-vars file and ``KEY=VALUE`` overrides."""
-    variables = read_env_file(env_file, function_name)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise BuildError(f"--env {item!r}: expected KEY=VALUE")
-        variables[key] = value
+                 overrides: Mapping[str, str] | None = None, log_stream: TextIO | None = sys.stderr
+                 ) -> InvokeResult:
+    """``invoke`` for ``function_name`` of ``build_dir``: env-vars file variables, then ``overrides``."""
+    variables = {**read_env_file(env_file, function_name), **(overrides or {})}
     region = variables.get("AWS_REGION") or variables.get("AWS_DEFAULT_REGION") or "us-east-1"
     function = load_function(build_dir, function_name, region=region)
     return invoke(function, event, variables, log_stream)

@@ -110,7 +110,7 @@ def test_handler_runs_with_lambda_layout_and_environment(build_dir: Path, tmp_pa
     env_file.write_text(json.dumps({"Parameters": {"EXTRA": "all"}, "Echo": {"OVERRIDDEN": "file"}}))
 
     # When the function is invoked with an override of the region
-    result = invoke_built(build_dir, "Echo", b'{"hello": "world"}', env_file, ["AWS_REGION=eu-west-1"],
+    result = invoke_built(build_dir, "Echo", b'{"hello": "world"}', env_file, {"AWS_REGION": "eu-west-1"},
                           log_stream=None)
 
     # Then the handler saw the event, Lambda's variables and paths, and nothing of the dev venv
