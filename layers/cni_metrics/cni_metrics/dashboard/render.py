@@ -193,7 +193,7 @@ def _plain(markdown: str) -> list[str]:
         if re.match(r"^\|[-| ]+\|$", line):
             continue
         line = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", line)
-        line = re.sub(r"[*_`#]", "", line).replace(" | ", "  ·  ").strip("| ").strip()
+        line = re.sub(r"[*`#]|(?<!\w)_|_(?!\w)", "", line).replace(" | ", "  ·  ").strip("| ").strip()
         lines.append(line)
     return lines
 
