@@ -25,7 +25,7 @@ from cni_metrics.adapters.eks_auth import (
     redact,
     resolve_endpoint,
 )
-from cni_metrics.adapters.kube import DiscoveryError, core_api, list_aws_node_pods
+from cni_metrics.adapters.kube import DiscoveryError, api_client, list_aws_node_pods
 from cni_metrics.adapters.scraper import (
     FAILURE_REASONS,
     BearerTokens,
@@ -162,7 +162,7 @@ def _collect(
     remaining = deadline - clock()
     if remaining <= 0:
         raise ClusterAccessError(f"deadline passed before discovering aws-node pods in cluster {target.name}")
-    api = core_api(endpoint.url, endpoint.ca_pem, tokens)
+    api = api_client(endpoint.url, endpoint.ca_pem, tokens)
     try:
         pods = list_aws_node_pods(
             api, tokens, target.name,
@@ -170,7 +170,7 @@ def _collect(
             deadline=deadline,
         )
     finally:
-        api.api_client.rest_client.pool_manager.clear()
+        api.rest_client.pool_manager.clear()
     health.nodes_total = len(pods)
     if not pods:
         return ClusterCollection(target.name, "no_aws_node_pods", None, [], set(), health, [], collected_at)

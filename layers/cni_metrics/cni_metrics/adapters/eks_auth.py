@@ -27,6 +27,7 @@ from typing import Any
 import boto3
 from botocore.auth import SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config
 from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 from cachetools import TTLCache
@@ -40,6 +41,8 @@ CLUSTER_INFO_TTL_SECONDS = 15 * 60
 ROLE_SESSION_NAME = "cni-metrics"
 
 _REDACTED = "<redacted>"
+# DescribeCluster and AssumeRole must not eat the run's time budget (botocore defaults: 60 s, 5 attempts).
+_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"})
 
 
 class ClusterAccessError(Exception):
@@ -122,7 +125,7 @@ def _assume_role(
     target: ClusterTarget, session: boto3.Session, clock: Callable[[], float]
 ) -> _AssumedCredentials:
     """AssumeRole through the configured STS endpoint (standard settings, AWS_ENDPOINT_URL_STS included)."""
-    sts: Any = session.client("sts", region_name=target.region)
+    sts: Any = session.client("sts", region_name=target.region, config=_CLIENT_CONFIG)
     try:
         answer = sts.assume_role(RoleArn=target.role_arn, RoleSessionName=ROLE_SESSION_NAME)
     except (ClientError, BotoCoreError) as exc:
@@ -184,7 +187,7 @@ def _describe_cluster(target: ClusterTarget, session: boto3.Session) -> ClusterE
             aws_session_token=creds.token,
             region_name=target.region,
         )
-    eks: Any = session.client("eks", region_name=target.region)
+    eks: Any = session.client("eks", region_name=target.region, config=_CLIENT_CONFIG)
     try:
         cluster = eks.describe_cluster(name=target.name)["cluster"]
     except (ClientError, BotoCoreError) as exc:

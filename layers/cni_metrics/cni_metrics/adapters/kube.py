@@ -2,9 +2,11 @@
 
 Lists ``k8s-app=aws-node`` pods in kube-system page by page (``limit``/``continue``; an expired continue
 token restarts the listing once). TLS is verified with the cluster CA, the bearer token comes from a
-refresh hook on every request, and a 401 makes one new token and one retry. The pod list is read as raw
-JSON (``_preload_content=False``): deserialising thousands of pods into client models costs seconds.
-Failures become ``DiscoveryError`` with a clear, secret-free message.
+refresh hook on every request, and a 401 makes one new token and one retry. Requests go through the
+client's generic ``ApiClient`` (serialisation, auth settings, TLS, REST layer) and the pod list is read as
+raw JSON: importing ``CoreV1Api`` alone costs seconds of cold start (its pydantic models), and
+deserialising thousands of pods into models costs more. Failures become ``DiscoveryError`` with a clear,
+secret-free message.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client as k8s
+from kubernetes.client.api_client import ApiClient
+from kubernetes.client.configuration import Configuration
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
@@ -68,11 +71,9 @@ def ca_file(ca_pem: bytes) -> str:
     return str(path)
 
 
-def core_api(
-    endpoint_url: str, ca_pem: bytes, tokens: BearerTokens, *, pool_size: int = 4
-) -> k8s.CoreV1Api:
-    """A CoreV1Api for one cluster: CA-verified TLS, bearer token from ``tokens`` on every request."""
-    config = k8s.Configuration(host=endpoint_url)
+def api_client(endpoint_url: str, ca_pem: bytes, tokens: BearerTokens, *, pool_size: int = 4) -> ApiClient:
+    """A kubernetes ApiClient for one cluster: CA-verified TLS, the bearer token of ``tokens`` per request."""
+    config = Configuration(host=endpoint_url)
     config.verify_ssl = True
     config.ssl_ca_cert = ca_file(ca_pem)
     config.api_key = {"authorization": tokens.token()}
@@ -84,7 +85,7 @@ def core_api(
         cfg.api_key["authorization"] = tokens.token()
 
     config.refresh_api_key_hook = hook  # type: ignore[assignment]
-    return k8s.CoreV1Api(k8s.ApiClient(config))
+    return ApiClient(config)
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -117,7 +118,7 @@ def pod_from_json(item: Mapping[str, Any]) -> AwsNodePod:
 
 
 def list_aws_node_pods(
-    api: k8s.CoreV1Api,
+    api: ApiClient,
     tokens: BearerTokens,
     cluster: str,
     *,
@@ -127,7 +128,7 @@ def list_aws_node_pods(
 ) -> list[AwsNodePod]:
     """Every aws-node pod of the cluster (all pages); raises ``DiscoveryError``.
 
-    ``deadline`` (monotonic) bounds waiting for APF throttling (429) on the list.
+    ``deadline`` (monotonic) bounds each page's timeouts and waiting for APF throttling (429).
     """
     for attempt in range(2):
         try:
@@ -138,11 +139,13 @@ def list_aws_node_pods(
             raise DiscoveryError(_api_error(cluster, api, exc)) from None
         except (HTTPError, OSError) as exc:
             raise DiscoveryError(_connection_error(cluster, api, exc)) from None
+        except DiscoveryError as exc:
+            raise DiscoveryError(f"cluster {cluster}: {exc}") from None
     raise DiscoveryError(f"listing aws-node pods in cluster {cluster}: continue token expired twice")
 
 
 def _pages(
-    api: k8s.CoreV1Api, tokens: BearerTokens, timeout: tuple[float, float], page_size: int,
+    api: ApiClient, tokens: BearerTokens, timeout: tuple[float, float], page_size: int,
     deadline: float | None,
 ) -> Iterator[AwsNodePod]:
     token: str | None = None
@@ -156,7 +159,7 @@ def _pages(
 
 
 def _page(
-    api: k8s.CoreV1Api,
+    api: ApiClient,
     tokens: BearerTokens,
     token: str | None,
     timeout: tuple[float, float],
@@ -168,10 +171,7 @@ def _page(
     throttled = 0
     while True:
         try:
-            response: Any = api.list_namespaced_pod(
-                NAMESPACE, label_selector=LABEL_SELECTOR, limit=page_size, _continue=token,
-                _preload_content=False, _request_timeout=timeout,
-            )
+            document = _get_json(api, token, timeout, page_size, deadline)
         except ApiException as exc:
             if exc.status == 401 and not refreshed:
                 refreshed = True
@@ -186,18 +186,39 @@ def _page(
                     time.sleep(delay)
                     continue
             raise
-        try:
-            document: dict[str, Any] = json.loads(response.data)
-        finally:
-            response.release_conn()
         return document
 
 
-def _api_error(cluster: str, api: k8s.CoreV1Api, exc: ApiException) -> str:
+def _get_json(
+    api: ApiClient, token: str | None, timeout: tuple[float, float], page_size: int, deadline: float | None
+) -> dict[str, Any]:
+    """GET one page of aws-node pods as JSON; non-2xx raises the client's ``ApiException``."""
+    query: list[tuple[str, str | int]] = [("labelSelector", LABEL_SELECTOR), ("limit", page_size)]
+    if token:
+        query.append(("continue", token))
+    if deadline is not None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0.05:
+            raise DiscoveryError("the deadline passed while listing aws-node pods")
+        timeout = (min(timeout[0], remaining), min(timeout[1], remaining))
+    request = api.param_serialize(
+        method="GET", resource_path="/api/v1/namespaces/{namespace}/pods",
+        path_params={"namespace": NAMESPACE}, query_params=query,
+        header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+    )
+    response: Any = api.call_api(*request, _request_timeout=timeout)
+    response.read()
+    if not 200 <= response.status <= 299:
+        raise ApiException.from_response(http_resp=response, body=None, data=None)
+    document: dict[str, Any] = json.loads(response.data)
+    return document
+
+
+def _api_error(cluster: str, api: ApiClient, exc: ApiException) -> str:
     body = exc.body if isinstance(exc.body, (str, bytes)) else ""
     message = status_message(body.encode() if isinstance(body, str) else body) or str(exc.reason or "")
     if exc.status == 0 and "SSL" in str(exc.reason):
-        host = api.api_client.configuration.host
+        host = api.configuration.host
         return f"TLS verification failed for cluster {cluster} endpoint {host}: {_one_line(str(exc.reason))}"
     if exc.status == 401:
         return (
@@ -209,8 +230,8 @@ def _api_error(cluster: str, api: k8s.CoreV1Api, exc: ApiException) -> str:
     return f"listing aws-node pods in cluster {cluster} failed: HTTP {exc.status}: {message}"
 
 
-def _connection_error(cluster: str, api: k8s.CoreV1Api, exc: BaseException) -> str:
-    host = api.api_client.configuration.host
+def _connection_error(cluster: str, api: ApiClient, exc: BaseException) -> str:
+    host = api.configuration.host
     text = _one_line(str(getattr(exc, "reason", None) or exc))
     if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in type(exc).__name__:
         return f"TLS verification failed for cluster {cluster} endpoint {host}: {text}"
