@@ -110,7 +110,7 @@ def test_fleet_row_puts_every_cluster_on_one_graph_and_ranks_the_closest_to_exha
     assert {line[1] for line in fleet["properties"]["metrics"]} == {"ipUtilization"}
     # and the ranking widget sorts hidden per-cluster series with metric math
     expressions = [line[0] for line in top["properties"]["metrics"] if isinstance(line[0], dict)]
-    assert expressions == [{"expression": TOP_EXPRESSION, "id": "top", "label": ""}]
+    assert expressions == [{"expression": TOP_EXPRESSION, "id": "top"}]
     hidden = [line for line in top["properties"]["metrics"] if isinstance(line[0], str)]
     assert [line[3] for line in hidden] == sorted(clusters)
     assert all(line[-1]["visible"] is False for line in hidden)

@@ -197,7 +197,7 @@ def _fleet_row(chunk: list[str], start: int, total: int, options: DashboardOptio
     ]
     top = _graph(
         f"Closest to exhaustion: top {TOP_N} by max utilisation{suffix}",
-        [[{"expression": TOP_EXPRESSION, "id": "top", "label": ""}], *hidden],
+        [[{"expression": TOP_EXPRESSION, "id": "top"}], *hidden],
         options,
         "Maximum",
         view="bar",
