@@ -2,8 +2,9 @@
 
 Only lines whose metric name starts with ``awscni_`` (and their ``# HELP``/``# TYPE`` lines) are parsed
 and validated; every other line is skipped after a prefix check, so the go_/process_/promhttp_ bulk of
-a payload costs almost nothing. Every regular expression here is linear (no nested ambiguous repeats),
-and memory stays proportional to the input.
+a payload costs almost nothing. Label sets and metric names repeat from node to node, so validated ones
+are memoised (bounded caches). Every regular expression here is linear (possessive repeats over
+disjoint alternatives), and memory stays proportional to the input.
 
 Accepted: HELP/TYPE lines, label values with the escapes ``\\\\``, ``\\"`` and ``\\n``, an optional trailing
 comma in a label set, optional integer timestamps, ``NaN``/``+Inf``/``-Inf``, blank lines, CRLF line
@@ -17,6 +18,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 
 PREFIX = b"awscni_"
 _TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped"})
@@ -25,21 +28,15 @@ _COMPOSITE_SUFFIXES = {
     "_count": ("summary", "histogram"),
     "_bucket": ("histogram",),
 }
-
-# name, optional {label block}, value, optional timestamp. The label block is a run of non-quote,
-# non-brace bytes and quoted strings; every repeat below has disjoint alternatives, so matching is linear.
-_SAMPLE = re.compile(
-    rb"([a-zA-Z_:][a-zA-Z0-9_:]*)"
-    rb"(?:[ \t]*\{((?:[^\"}]|\"(?:[^\"\\]|\\.)*+\")*+)\}[ \t]*|[ \t]+)"
-    rb"([^ \t]+)(?:[ \t]+([^ \t]+))?[ \t]*"
-)
 _LABEL = re.compile(rb'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\]|\\.)*+)"[ \t]*(,|\Z)')
 _TIMESTAMP = re.compile(rb"[-+]?[0-9]+")
 _BLANKS = re.compile(rb"[ \t]*\Z")
 _ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
 _UNESCAPE = {b"\\": b"\\", b'"': b'"', b"n": b"\n"}
+_NAME_BYTES = re.compile(rb"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _HELP_ESCAPE = re.compile(r"\\([\\n])")
+_CACHE_LIMIT = 20_000
 
 
 class PayloadError(ValueError):
@@ -51,14 +48,23 @@ class PayloadError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(NamedTuple):
     """One sample line: its full name (``..._sum`` etc. included), labels, value and optional timestamp."""
 
     name: str
     labels: Mapping[str, str]
     value: float
     timestamp_ms: int | None = None
+
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+_NO_LABELS: frozenset[tuple[str, str]] = frozenset()
+# Memoised validation results, keyed by the exact bytes: label blocks (read-only labels, series key),
+# sample names, whole sample lines (many repeat from node to node) and HELP/TYPE lines.
+_label_cache: dict[bytes, tuple[Mapping[str, str], frozenset[tuple[str, str]]]] = {}
+_name_cache: dict[bytes, str] = {}
+_line_cache: dict[bytes, tuple[Sample, tuple[str, frozenset[tuple[str, str]]]]] = {}
+_comment_cache: dict[bytes, tuple[str, str, str] | None] = {}
 
 
 @dataclass(slots=True)
@@ -82,23 +88,46 @@ class ParsedPayload:
         return [s for f in self.families.values() for s in f.samples]
 
 
-def _unescape(raw: bytes, lineno: int) -> str:
+class _LineError(Exception):
+    """A malformed line; ``parse_payload`` adds the line number (counted only when needed)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def clear_caches() -> None:
+    """Forget the memoised validation results (for cold-start measurements)."""
+    for cache in (_label_cache, _name_cache, _line_cache, _comment_cache):
+        cache.clear()
+
+
+def _remember[K, V](cache: dict[K, V], key: K, value: V) -> V:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _unescape(raw: bytes) -> str:
     def sub(m: re.Match[bytes]) -> bytes:
         try:
             return _UNESCAPE[m.group(1)]
         except KeyError:
-            escape = m.group(1).decode("latin-1")
-            raise PayloadError(lineno, f"invalid escape sequence \\{escape!r}") from None
+            raise _LineError(f"invalid escape sequence \\{m.group(1).decode('latin-1')!r}") from None
 
     if b"\\" in raw:
         raw = _ESCAPE.sub(sub, raw)
     try:
         return raw.decode()
     except UnicodeDecodeError:
-        raise PayloadError(lineno, "invalid UTF-8") from None
+        raise _LineError("invalid UTF-8") from None
 
 
-def _labels(block: bytes, lineno: int) -> dict[str, str]:
+def _labels(block: bytes) -> tuple[Mapping[str, str], frozenset[tuple[str, str]]]:
+    cached = _label_cache.get(block)
+    if cached is not None:
+        return cached
     labels: dict[str, str] = {}
     pos, end = 0, len(block)
     while pos < end:
@@ -106,67 +135,83 @@ def _labels(block: bytes, lineno: int) -> dict[str, str]:
         if m is None:
             if _BLANKS.match(block, pos):
                 break
-            raise PayloadError(lineno, "malformed label set")
+            raise _LineError("malformed label set")
         name = m.group(1).decode()
         if name in labels:
-            raise PayloadError(lineno, f"duplicate label {name!r}")
-        labels[name] = _unescape(m.group(2), lineno)
+            raise _LineError(f"duplicate label {name!r}")
+        labels[name] = _unescape(m.group(2))
         pos = m.end()
         if not m.group(3):
             break
-    return labels
+    return _remember(_label_cache, block, (MappingProxyType(labels), frozenset(labels.items())))
 
 
-def _number(token: bytes, lineno: int, what: str) -> float:
-    if b"_" not in token:
-        try:
-            return float(token)
-        except ValueError:
-            pass
-    raise PayloadError(lineno, f"invalid {what} {token[:40].decode('latin-1')!r}")
+def _name(raw: bytes) -> str:
+    name = _name_cache.get(raw)
+    if name is None:
+        if not _NAME_BYTES.fullmatch(raw):
+            raise _LineError("malformed sample line")
+        name = _remember(_name_cache, raw, raw.decode())
+    return name
 
 
-def _sample(line: bytes, lineno: int) -> Sample:
-    m = _SAMPLE.fullmatch(line)
-    if m is None:
-        raise PayloadError(lineno, "malformed sample line")
-    name, block, value, ts = m.groups()
+def _sample(line: bytes) -> tuple[Sample, tuple[str, frozenset[tuple[str, str]]]]:
+    """One awscni sample line and its series key (name, labels); the label block ends at the last ``}``."""
+    brace = line.find(b"{")
+    if brace < 0:
+        labels, key = _EMPTY, _NO_LABELS
+        parts = line.split()
+        name_raw, parts = (parts[0], parts[1:]) if parts else (b"", parts)
+    else:
+        close = line.rfind(b"}")
+        if close < brace:
+            raise _LineError("malformed sample line")
+        labels, key = _labels(line[brace + 1 : close])
+        name_raw, parts = line[:brace].rstrip(b" \t"), line[close + 1 :].split()
+    name = _name(name_raw)
+    if not 1 <= len(parts) <= 2:
+        raise _LineError("malformed sample line")
+    token = parts[0]
+    try:
+        if b"_" in token:
+            raise ValueError(token)
+        value = float(token)
+    except ValueError:
+        raise _LineError(f"invalid value {token[:40].decode('latin-1')!r}") from None
     timestamp: int | None = None
-    if ts is not None:
-        if not _TIMESTAMP.fullmatch(ts):
-            raise PayloadError(lineno, f"invalid timestamp {ts[:40].decode('latin-1')!r}")
-        timestamp = int(ts)
-    return Sample(
-        name.decode(),
-        _labels(block, lineno) if block else {},
-        _number(value, lineno, "value"),
-        timestamp,
-    )
+    if len(parts) == 2:
+        if not _TIMESTAMP.fullmatch(parts[1]):
+            raise _LineError(f"invalid timestamp {parts[1][:40].decode('latin-1')!r}")
+        timestamp = int(parts[1])
+    return _remember(_line_cache, line, (Sample(name, labels, value, timestamp), (name, key)))
 
 
 def _help_unescape(m: re.Match[str]) -> str:
     return "\n" if m.group(1) == "n" else m.group(1)
 
 
-def _comment(line: bytes, lineno: int, types: dict[str, str], helps: dict[str, str]) -> None:
+def _comment(line: bytes) -> tuple[str, str, str] | None:
+    """(``HELP``/``TYPE``, family, text/type) of an awscni HELP/TYPE line, None for another comment."""
+    if line in _comment_cache:
+        return _comment_cache[line]
     parts = line[1:].split(None, 2)
-    if len(parts) < 2 or parts[0] not in (b"TYPE", b"HELP") or not parts[1].startswith(PREFIX):
-        return
-    try:
-        text = line.decode()
-    except UnicodeDecodeError:
-        raise PayloadError(lineno, "invalid UTF-8") from None
-    keyword, name, *rest = text[1:].split(None, 2)
-    if not _NAME.fullmatch(name):
-        raise PayloadError(lineno, f"invalid metric name {name[:40]!r}")
-    if keyword == "HELP":
-        helps[name] = _HELP_ESCAPE.sub(_help_unescape, rest[0]) if rest else ""
-        return
-    kind = rest[0].strip() if rest else ""
-    if kind not in _TYPES:
-        raise PayloadError(lineno, f"invalid TYPE {kind[:40]!r} for {name}")
-    if types.setdefault(name, kind) != kind:
-        raise PayloadError(lineno, f"conflicting TYPE for {name}: {types[name]} and {kind}")
+    result: tuple[str, str, str] | None = None
+    if len(parts) >= 2 and parts[0] in (b"TYPE", b"HELP") and parts[1].startswith(PREFIX):
+        try:
+            text = line.decode()
+        except UnicodeDecodeError:
+            raise _LineError("invalid UTF-8") from None
+        keyword, name, *rest = text[1:].split(None, 2)
+        if not _NAME.fullmatch(name):
+            raise _LineError(f"invalid metric name {name[:40]!r}")
+        if keyword == "HELP":
+            result = (keyword, name, _HELP_ESCAPE.sub(_help_unescape, rest[0]) if rest else "")
+        else:
+            kind = rest[0].strip() if rest else ""
+            if kind not in _TYPES:
+                raise _LineError(f"invalid TYPE {kind[:40]!r} for {name}")
+            result = (keyword, name, kind)
+    return _remember(_comment_cache, line, result)
 
 
 def _family_of(name: str, types: Mapping[str, str]) -> str:
@@ -181,37 +226,58 @@ def _family_of(name: str, types: Mapping[str, str]) -> str:
 def parse_payload(data: bytes | str) -> ParsedPayload:
     """Parse an aws-node ``/metrics`` payload, keeping only ``awscni_*`` families.
 
-    Raises ``PayloadError`` (and nothing else) for malformed input.
+    Only lines containing ``awscni_`` are visited (found with ``bytes.find``); line numbers are
+    counted only for an error. Raises ``PayloadError`` (and nothing else) for malformed input.
     """
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
     types: dict[str, str] = {}
     helps: dict[str, str] = {}
-    samples: list[Sample] = []
+    by_name: dict[str, list[Sample]] = {}
     seen: set[tuple[str, frozenset[tuple[str, str]]]] = set()
-    for lineno, line in enumerate(data.split(b"\n"), 1):
-        if not line.startswith(PREFIX):
-            if not line:
-                continue
-            first = line[0]
-            if first == 0x23:  # "#"
-                if PREFIX in line:
-                    _comment(line.rstrip(), lineno, types, helps)
-                continue
-            if first not in (0x20, 0x09, 0x0D) or not line.strip().startswith(PREFIX):
-                continue
-            line = line.strip()
-        sample = _sample(line.rstrip(), lineno)
-        key = (sample.name, frozenset(sample.labels.items()))
-        if key in seen:
-            raise PayloadError(lineno, f"duplicate series {sample.name}")
-        seen.add(key)
-        samples.append(sample)
+    find, rfind, size, cached_line = data.find, data.rfind, len(data), _line_cache.get
+    pos = find(PREFIX)
+    while pos >= 0:
+        end = find(b"\n", pos)
+        if end < 0:
+            end = size
+        hit = pos
+        start = hit if hit == 0 or data[hit - 1] == 0x0A else rfind(b"\n", 0, hit) + 1
+        line = data[start:end]
+        pos = find(PREFIX, end)
+        try:
+            if start != hit:  # awscni_ is not at the start of the line
+                if line.startswith(b"#"):
+                    comment = _comment(line.rstrip())
+                    if comment is None:
+                        continue
+                    keyword, name, value = comment
+                    if keyword == "HELP":
+                        helps[name] = value
+                    elif types.setdefault(name, value) != value:
+                        raise _LineError(f"conflicting TYPE for {name}: {types[name]} and {value}")
+                    continue
+                line = line.strip()
+                if not line.startswith(PREFIX):
+                    continue
+            cached = cached_line(line)
+            sample, series = cached if cached is not None else _sample(line)
+            known = len(seen)
+            seen.add(series)
+            if len(seen) == known:
+                raise _LineError(f"duplicate series {sample.name}")
+            group = by_name.get(series[0])
+            if group is None:
+                by_name[series[0]] = [sample]
+            else:
+                group.append(sample)
+        except _LineError as exc:
+            raise PayloadError(data.count(b"\n", 0, start) + 1, exc.reason) from None
     families: dict[str, Family] = {}
-    for sample in samples:
-        fname = _family_of(sample.name, types)
+    for name, group in by_name.items():
+        fname = _family_of(name, types)
         family = families.get(fname)
         if family is None:
             family = families[fname] = Family(fname, types.get(fname, "untyped"), helps.get(fname))
-        family.samples.append(sample)
+        family.samples.extend(group)
     return ParsedPayload(families)
