@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = _pairs(args.env)
         bucket = read_env_file(args.env_vars, args.function).get("STATE_BUCKET")
         with ExitStack() as stack:
-            local = stack.enter_context(started(args.stand_ins, bucket)) if args.stand_ins else {}
+            local = stack.enter_context(started(args.stand_ins, bucket)).variables if args.stand_ins else {}
             result = invoke_built(args.build_dir, args.function, args.event.read_bytes(), args.env_vars,
                                   {**local, **overrides}, log_stream=None if args.quiet else sys.stderr)
     except (BuildError, OSError, ValueError) as error:
