@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass, field
@@ -97,6 +98,8 @@ APIS = (
 
 def go_float(value: float) -> str:
     """Format a float like Go's strconv.FormatFloat(v, 'g', -1, 64), as client_golang does."""
+    if value.is_integer() and -1e6 < value < 1e6:
+        return str(int(value))
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -119,6 +122,7 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+@functools.lru_cache(maxsize=8192)
 def _labels(labels: Labels) -> str:
     if not labels:
         return ""
@@ -226,6 +230,19 @@ def _histograms(rng: random.Random) -> str:
     return "\n".join(lines) + "\n"
 
 
+STATIC_VARIANTS = 16
+
+
+@functools.lru_cache(maxsize=2 * STATIC_VARIANTS)
+def _static_block(shape: str, variant: int) -> str:
+    """go_/process_/promhttp_ (and, modern, histogram) families: a few shared variants, not one per node."""
+    rng = random.Random(f"{shape}/{variant}")
+    return _go_block(rng, shape) + (_histograms(rng) if shape == "modern" else "")
+
+
+_OCTETS = [f"{i >> 8}.{i & 255}" for i in range(65536)]
+
+
 @dataclass
 class NodeState:
     """IPAM pool, counters and latency summaries of one aws-node, moved one step per successful scrape."""
@@ -247,9 +264,7 @@ class NodeState:
     def __post_init__(self) -> None:
         enis, _ = INSTANCE_TYPES[self.instance_type]
         self.eni_ids = [f"eni-{self.rng.getrandbits(68):017x}" for _ in range(enis)]
-        self._static = _go_block(self.rng, self.shape) + (
-            _histograms(self.rng) if self.shape == "modern" else ""
-        )
+        self._static = _static_block(self.shape, self.rng.randrange(STATIC_VARIANTS))
         self.assigned = self.rng.randint(0, max(1, self.ip_max // 2))
         self.restart()
 
@@ -364,9 +379,16 @@ class NodeState:
             self.add("awscni_force_removed_ips", (), 1.0)
 
     def age(self, steps: int) -> None:
-        """Give a node that has been running a while some history (counted as increments)."""
-        for _ in range(steps):
-            self.step()
+        """Give a node some history: one step, scaled (counted as increments)."""
+        self.step()
+        for series in self.counters.values():
+            for labels in series:
+                series[labels] *= steps
+        for cell in self.latency.values():
+            cell[0] *= steps
+            cell[1] *= steps
+        for fam in self.increments:
+            self.increments[fam] *= steps
 
     def restart(self) -> None:
         """aws-node restarts: counters and summaries start again from 0, *Vec series vanish."""
@@ -376,30 +398,26 @@ class NodeState:
         self.latency = {}
 
     # -- rendering ------------------------------------------------------------------------------
-    def _cidr_lines(self) -> list[tuple[Labels, float]]:
+    def _cidr_block(self) -> tuple[str, float]:
+        """awscni_assigned_ip_per_cidr lines: one per /32 of the pool, or per /28 prefix."""
+        fam = "awscni_assigned_ip_per_cidr"
         base = (self.subnet << 16) | (self.index << 8)
         if self.prefix_delegation:
-            out: list[tuple[Labels, float]] = []
+            lines = []
             left = self.assigned
             for p in range(self.prefixes):
                 n = min(16, left)
                 left -= n
                 a = (base << 4) + p * 16
-                cidr = f"10.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/28"
-                out.append(((("cidr", cidr),), float(n)))
-            return out
-        return [
-            (
-                (
-                    (
-                        "cidr",
-                        f"10.{(base >> 16) & 255}.{((base + i + 1) >> 8) & 255}.{(base + i + 1) & 255}/32",
-                    ),
-                ),
-                1.0 if i < self.assigned else 0.0,
-            )
-            for i in range(self.total)
-        ]
+                lines.append(f'{fam}{{cidr="10.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/28"}} {n}\n')
+            return "".join(lines), float(self.assigned)
+        first = f'{fam}{{cidr="10.{(base >> 16) & 255}.'
+        start = (base + 1) & 0xFFFF
+        assigned = min(self.assigned, self.total)
+        one = [f'{first}{_OCTETS[(start + i) & 0xFFFF]}/32"}} 1\n' for i in range(assigned)]
+        zero = [f'{first}{_OCTETS[(start + i) & 0xFFFF]}/32"}} 0\n' for i in range(assigned, self.total)]
+        body = "".join(one) + "".join(zero)
+        return body, float(assigned)
 
     def render(self) -> tuple[bytes, dict[str, Any]]:
         """The payload and what it contains (gauge/counter sums, latency sum/count, max p99)."""
@@ -418,7 +436,6 @@ class NodeState:
             "awscni_eni_allocated": [((), float(self.eni_allocated))],
             "awscni_eni_max": [((), float(self.eni_max))],
             "awscni_total_ipv4_prefixes": [((), float(self.prefixes))],
-            "awscni_assigned_ip_per_cidr": self._cidr_lines(),
             "awscni_assigned_ip_per_eni": per_eni,
             "awscni_ipamd_action_inprogress": [
                 ((("fn", fn),), float(self.inprogress if fn == "increaseIPPool" else 0))
@@ -428,6 +445,10 @@ class NodeState:
         if not modern and not self.prefix_delegation:
             del gauges["awscni_total_ipv4_prefixes"]
         blocks: dict[str, str] = {}
+        gauge_sums = {f: sum(v for _, v in samples) for f, samples in gauges.items()}
+        cidr = "awscni_assigned_ip_per_cidr"
+        cidr_body, gauge_sums[cidr] = self._cidr_block()
+        blocks[cidr] = f"# HELP {cidr} {HELP[cidr]}\n# TYPE {cidr} gauge\n{cidr_body}"
         for fam, samples in gauges.items():
             body = "".join(f"{fam}{_labels(lb)} {go_float(v)}\n" for lb, v in samples)
             blocks[fam] = f"# HELP {fam} {HELP[fam]}\n# TYPE {fam} gauge\n{body}"
@@ -460,7 +481,7 @@ class NodeState:
             )
         text = "".join(blocks[k] for k in sorted(blocks)) + self._static
         served = {
-            "gauges": {f: sum(v for _, v in s) for f, s in gauges.items()},
+            "gauges": gauge_sums,
             "counters": {f: sum(s.values()) for f, s in self.counters.items() if s},
             "latency_sum": sum(c[0] for c in self.latency.values()),
             "latency_count": sum(c[1] for c in self.latency.values()),

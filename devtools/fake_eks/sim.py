@@ -145,7 +145,7 @@ class AwsNodePod:
                 "generateName": "aws-node-",
                 "namespace": "kube-system",
                 "uid": self.uid,
-                "resourceVersion": str(abs(hash(self.uid)) % 10_000_000 + self.restart_count),
+                "resourceVersion": str(int(self.uid[:6], 16) + self.restart_count),
                 "creationTimestamp": rfc3339(self.created),
                 "labels": {
                     "app.kubernetes.io/instance": "aws-vpc-cni",
