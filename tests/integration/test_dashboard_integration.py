@@ -525,6 +525,24 @@ def test_rendered_picture_shows_the_published_data(aws: Any, tmp_path: Path) -> 
     assert "data:image/png;base64," in html.read_text()
 
 
+def test_a_short_period_shows_every_collection_of_a_fast_demo(aws: Any) -> None:
+    # given five collections two seconds apart (one minute holds them all)
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
+    values = [10.0, 30.0, 20.0, 50.0, 40.0]
+    aws.put_metric_data(Namespace="Kubernetes", MetricData=[
+        {"MetricName": "ipUtilization", "Dimensions": [{"Name": "CLUSTER_ID", "Value": "fast"}],
+         "Timestamp": start + dt.timedelta(seconds=2 * i), "Value": v} for i, v in enumerate(values)])
+    (page,) = build_dashboards(["fast"], DashboardOptions(region=REGION))
+    end = start + dt.timedelta(minutes=2)
+    # when read with the widgets' 60 s period, then with 1 s
+    coarse = fetch_page_series(page, aws, start, end)[1][0]
+    fine = fetch_page_series(page, aws, start, end, period=1)[1][0]
+    # then the first has at most two points (minute boundaries) and the second has all five
+    assert len(coarse.values) <= 2
+    assert max(coarse.values) == 50.0
+    assert list(fine.values) == values
+
+
 def test_cli_render_writes_one_png_per_page(aws: Any, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # given one cluster per dashboard, so two clusters make two pages

@@ -35,7 +35,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print only: write nothing to CloudWatch")
     parser.add_argument("--render", type=Path, metavar="FILE.png|FILE.html",
                         help="draw the graphs from GetMetricData into a PNG (one per page) or an HTML page")
-    parser.add_argument("--hours", type=float, default=3.0, help="time range drawn by --render (default 3)")
+    parser.add_argument("--hours", type=float, default=3.0, help="time range read by --render (default 3)")
+    parser.add_argument("--period", type=int, help="--render: read with this period (s) instead of 60")
     parser.set_defaults(func=run)
 
 
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         from cni_metrics.dashboard.render import render_pages  # matplotlib only when drawing
 
         end = datetime.now(UTC) + timedelta(minutes=1)
-        for path in render_pages(pages, args.render, cloudwatch, end - timedelta(hours=args.hours), end):
+        start = end - timedelta(hours=args.hours)
+        for path in render_pages(pages, args.render, cloudwatch, start, end, args.period):
             print(f"rendered {path}", file=sys.stderr)
     return 0

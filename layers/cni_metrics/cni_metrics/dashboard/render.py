@@ -59,18 +59,21 @@ def render_dashboard(
     options: DashboardOptions | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
+    period: int | None = None,
 ) -> list[Path]:
     """Build the dashboards for ``clusters`` and draw them to ``out`` (.png, or .html embedding PNGs).
 
     A .png target gets one file per page (``out``, then ``out-2.png``, ...); returns the files written.
-    The time range defaults to the last three hours.
+    Data is read from ``start`` to ``end`` (default: the last three hours) and each graph's time axis
+    is fitted to the data found. ``period`` (seconds) replaces the widgets' own (60) when reading, e.g.
+    1 to see every collection of a demo that runs its cycles seconds apart.
     """
     options = options or DashboardOptions(region=_default_region(cloudwatch))
     client = cloudwatch or boto3.client("cloudwatch", region_name=options.region)
     end = end or datetime.now(UTC) + timedelta(minutes=1)
     start = start or end - timedelta(hours=3)
     pages = build_dashboards(clusters, options)
-    return render_pages(pages, Path(out), client, start, end)
+    return render_pages(pages, Path(out), client, start, end, period)
 
 
 def _default_region(cloudwatch: Any | None) -> str:
@@ -79,10 +82,12 @@ def _default_region(cloudwatch: Any | None) -> str:
 
 
 def render_pages(pages: Sequence[DashboardPage], out: Path, cloudwatch: Any, start: datetime,
-                 end: datetime) -> list[Path]:
+                 end: datetime, period: int | None = None) -> list[Path]:
     """Draw ``pages`` to ``out`` (.png per page, or one .html); returns the files written."""
-    images = [(page.name, _draw_page(page, fetch_page_series(page, cloudwatch, start, end), start, end))
-              for page in pages]
+    images = []
+    for page in pages:
+        series = fetch_page_series(page, cloudwatch, start, end, period)
+        images.append((page.name, _draw_page(page, series, *_time_axis(series, start, end))))
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".html":
         out.write_text(_html(images, start, end), encoding="utf-8")
@@ -97,9 +102,12 @@ def render_pages(pages: Sequence[DashboardPage], out: Path, cloudwatch: Any, sta
     return written
 
 
-def fetch_page_series(page: DashboardPage, cloudwatch: Any, start: datetime, end: datetime
-                      ) -> dict[int, list[Series]]:
-    """GetMetricData for every plain metric of the page's metric widgets, by widget index."""
+def fetch_page_series(page: DashboardPage, cloudwatch: Any, start: datetime, end: datetime,
+                      period: int | None = None) -> dict[int, list[Series]]:
+    """GetMetricData for every plain metric of the page's metric widgets, by widget index.
+
+    ``period`` replaces the widgets' periods when given.
+    """
     queries: list[dict[str, Any]] = []
     meta: dict[str, tuple[int, str, str]] = {}
     for w_index, widget in enumerate(page.body["widgets"]):
@@ -117,7 +125,7 @@ def fetch_page_series(page: DashboardPage, cloudwatch: Any, start: datetime, end
                 "Id": query_id,
                 "MetricStat": {
                     "Metric": {"Namespace": values[0], "MetricName": values[1], "Dimensions": dimensions},
-                    "Period": int(options.get("period", props.get("period", 60))),
+                    "Period": period or int(options.get("period", props.get("period", 60))),
                     "Stat": str(options.get("stat", props.get("stat", "Average"))),
                 },
                 "ReturnData": True,
@@ -146,6 +154,16 @@ def fetch_page_series(page: DashboardPage, cloudwatch: Any, start: datetime, end
             series.setdefault(w_index, []).append(Series(
                 label, axis, tuple(t for t, _ in points), tuple(float(v) for _, v in points)))
     return series
+
+
+def _time_axis(series: dict[int, list[Series]], start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The span of the data found (padded by 5%, at least 30 s), else ``start``..``end``."""
+    stamps = [t for lines in series.values() for s in lines for t in s.timestamps]
+    if not stamps:
+        return start, end
+    first, last = min(stamps), max(stamps)
+    pad = max((last - first) / 20, timedelta(seconds=30))
+    return first - pad, last + pad
 
 
 def top_by_max(series: Sequence[Series], n: int = TOP_N) -> list[tuple[str, float]]:
