@@ -3,6 +3,7 @@ chosen PutMetricData calls and measures every call (moto itself enforces no PutM
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import threading
@@ -99,9 +100,11 @@ def _handler(proxy: CloudWatchProxy, upstream: str) -> type[BaseHTTPRequestHandl
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if self.headers.get("X-Amz-Target", "").endswith(".PutMetricData"):
                 fault = proxy.take_fault()
-                datums = json.loads(body).get("MetricData", [])
+                # botocore gzips larger PutMetricData bodies; sizes are measured uncompressed
+                plain = gzip.decompress(body) if self.headers.get("Content-Encoding") == "gzip" else body
+                datums = json.loads(plain).get("MetricData", [])
                 with proxy.lock:
-                    proxy.calls.append(PutCall(datums, len(body), fault))
+                    proxy.calls.append(PutCall(datums, len(plain), fault))
                 if fault is not None:
                     status, doc, query_error = FAULTS[fault]
                     payload = json.dumps(doc).encode()

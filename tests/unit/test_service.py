@@ -263,6 +263,32 @@ def test_overlapping_run_that_loses_the_claim_publishes_nothing() -> None:
     assert world.publisher.total("alpha") == world.clusters["alpha"].true_increase()
 
 
+def test_losing_run_with_newer_observations_adds_only_their_counter_increases() -> None:
+    # given a baseline
+    world = World("alpha")
+    world.run()
+    world.clock.advance(60)
+    world.clusters["alpha"].step()
+    inner: list[RunSummary] = []
+
+    def collect_after_the_next_run(spec: ClusterSpec, deadline: float) -> ClusterCollection:
+        # the next scheduled run claims between this run's load and its (later, newer) scrape
+        inner.append(world.run())
+        world.clusters["alpha"].step()
+        return world.collect(spec, deadline)
+
+    # when this run tries to claim
+    outer = world.outcome(world.run(collect=collect_after_the_next_run), "alpha")
+    # then it merges: only counter increases beyond the winner's baselines, no second set of gauges
+    assert (outer.status, outer.state) == ("ok", "merged")
+    assert world.outcome(inner[0], "alpha").status == "ok"
+    assert len(world.publisher.values("alpha", "assignIPAddresses")) == 2
+    world.clock.advance(60)
+    world.clusters["alpha"].step()
+    world.run()
+    assert world.publisher.total("alpha") == world.clusters["alpha"].true_increase()
+
+
 def test_run_overlapping_a_publish_keeps_the_other_runs_entries_and_both_settle() -> None:
     # given a baseline
     world = World("alpha")

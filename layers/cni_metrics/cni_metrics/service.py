@@ -13,7 +13,10 @@ Per cluster, the outbox protocol keeps counter increases exact across overlappin
    the new baselines and this run's batch of datums, stamped with the collection time.
 3. Claim: write {new baselines, outbox = kept + taken-over + this batch, owned by this run, lease = the
    invocation's hard deadline} with If-Match on the loaded ETag (If-None-Match for a first run). The loser
-   of a race (412) publishes nothing and reports ``superseded``: the winner's baselines cover its interval.
+   of a race (412) re-reads the winner's state and keeps only its observations that are newer than the
+   winner's baselines (per pod: a higher restart count, or no counter lower), as counter increases only;
+   with none it publishes nothing and reports ``superseded``. So no interval is counted twice, and a scrape
+   that moved past the winner's is not lost either.
 4. Publish the run's outbox entries.
 5. Settle: remove the published entries with a conditional write (re-reading and retrying on a conflict,
    touching only this run's entries); datums whose publishing failed stay in the outbox, released, and the
@@ -59,8 +62,9 @@ from cni_metrics.adapters.state_store import (
 )
 from cni_metrics.collect import ClusterCollection, CollectionHealth, collect_cluster
 from cni_metrics.config import ClusterSpec, Settings
+from cni_metrics.core import catalogue
 from cni_metrics.core.aggregate import aggregate
-from cni_metrics.core.model import ClusterState, MetricValue, PodState
+from cni_metrics.core.model import ClusterState, MetricValue, NodeInput, PodState
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +73,11 @@ MAX_OUTBOX_AGE = timedelta(days=14) - timedelta(hours=1)
 # Added to a lease so that clock differences between Lambda hosts cannot end it early.
 LEASE_SKEW = timedelta(seconds=10)
 SETTLE_ATTEMPTS = 5
+CLAIM_ATTEMPTS = 3
+_COUNTER_METRICS = frozenset(family.metric for family in catalogue.COUNTERS if family.metric is not None)
 
 Status = Literal["ok", "no_aws_node_pods", "error", "superseded", "timeout", "publish_failed", "rebaselined"]
-StateOutcome = Literal["created", "updated", "unchanged", "conflict", "error", "unsettled"]
+StateOutcome = Literal["created", "updated", "merged", "unchanged", "conflict", "error", "unsettled"]
 
 
 Collector = Callable[[ClusterSpec, float], ClusterCollection]
@@ -209,24 +215,37 @@ def _process(run: _Run, spec: ClusterSpec, outcome: ClusterOutcome) -> None:
     batch = MetricBatch(f"{run.run_id}/{cluster}", collection.collected_at, tuple(metrics))
     outcome.collected_at = collection.collected_at.isoformat()
 
-    # 3. claim
+    # 3. claim (after a lost race: merge this run's newer observations into the winner's state, or stop)
     if run.deps.monotonic() > run.deadline:
         outcome.status, outcome.error = "timeout", "no time left to publish before the invocation deadline"
         return
-    mine = [OutboxEntry(entry.batch, run.run_id, run.lease_until) for entry in taken]
-    if batch.metrics:
-        mine.append(OutboxEntry(batch, run.run_id, run.lease_until))
-    claim = StateDocument(state, kept + mine, run.run_id, now)
-    try:
-        etag = store.save(cluster, encode_document(claim), if_match=loaded.etag if loaded else None)
-    except StateConflict:
+    etag_loaded = loaded.etag if loaded else None
+    for _ in range(CLAIM_ATTEMPTS):
+        mine = [OutboxEntry(entry.batch, run.run_id, run.lease_until) for entry in taken]
+        if batch.metrics:
+            mine.append(OutboxEntry(batch, run.run_id, run.lease_until))
+        claim = StateDocument(state, kept + mine, run.run_id, now)
+        try:
+            etag = store.save(cluster, encode_document(claim), if_match=etag_loaded)
+            break
+        except StateConflict:
+            merged = _after_conflict(run, cluster, collection)
+        except StateStoreError as exc:
+            outcome.status, outcome.state, outcome.error = "error", "error", str(exc)
+            return
+        if merged is None:
+            outcome.status, outcome.state = "superseded", "conflict"
+            outcome.error = "another invocation updated this cluster's state first and saw newer values"
+            return
+        etag_loaded, state, kept, taken, counters = merged
+        batch = MetricBatch(batch.id, batch.collected_at, tuple(counters))
+        outcome.state = "merged"
+    else:
         outcome.status, outcome.state = "superseded", "conflict"
-        outcome.error = "another invocation updated this cluster's state first; it publishes this interval"
+        outcome.error = "the state kept changing under this run; the other invocations publish"
         return
-    except StateStoreError as exc:
-        outcome.status, outcome.state, outcome.error = "error", "error", str(exc)
-        return
-    outcome.state = "created" if loaded is None else "updated"
+    if outcome.state != "merged":
+        outcome.state = "created" if loaded is None else "updated"
     if corrupt:
         outcome.status = "rebaselined"
 
@@ -241,6 +260,54 @@ def _process(run: _Run, spec: ClusterSpec, outcome: ClusterOutcome) -> None:
     # 5. settle
     if mine and not _settle(run, cluster, etag, claim, result):
         outcome.state = "unsettled"
+
+
+def _after_conflict(
+    run: _Run, cluster: str, collection: ClusterCollection
+) -> tuple[str, ClusterState, list[OutboxEntry], list[OutboxEntry], list[MetricValue]] | None:
+    """Another run claimed first: what this run may still add, or None (then it publishes nothing).
+
+    Per pod, this run's observation counts only if it is newer than the winner's baseline (higher restart
+    count, or the same one and no counter lower). Only counter increases are kept: the winner published
+    this interval's gauges. Returns (ETag, merged state, kept and taken-over outbox, counter datums).
+    """
+    try:
+        reloaded = run.deps.store.load(cluster)
+        document = decode_document(reloaded.body) if reloaded else None
+    except (StateStoreError, DocumentError):
+        return None
+    if reloaded is None or document is None or document.state is None or not _usable(collection):
+        return None
+    current = document.state
+    newer = [node for node in collection.nodes if _newer(node, current.pods.get(node.key))]
+    if not newer:
+        return None
+    result = aggregate(
+        newer,
+        current,
+        now=max(current.collected_at, collection.collected_at),
+        carry_over=current.pods.keys() - {node.key for node in newer},
+        exhaustion_threshold_pct=run.settings.exhaustion_threshold_pct,
+    )
+    kept, taken = _split_outbox(document.outbox, run.deps.clock(), cluster)
+    counters = [metric for metric in result.metrics if metric.name in _COUNTER_METRICS]
+    return reloaded.etag, result.state, kept, taken, counters
+
+
+def _newer(node: NodeInput, before: PodState | None) -> bool:
+    """Whether ``node`` was observed after ``before`` (counters only grow between restarts)."""
+    if before is None:
+        return True
+    restarts, restarts_before = node.restart_count, before.restart_count
+    if restarts is not None and restarts_before is not None and restarts != restarts_before:
+        return restarts > restarts_before
+    counters = node.metrics.counters
+    return all(counters.get(name, 0.0) >= value for name, value in before.counters.items())
+
+
+def _usable(collection: ClusterCollection) -> bool:
+    """Whether the collection saw nodes (not an error, not every node failed)."""
+    return collection.status != "error" and not (not collection.nodes and collection.failed_keys)
 
 
 def _read(loaded: StoredObject | None, location: str) -> tuple[StateDocument, str | None]:
@@ -284,7 +351,7 @@ def _metrics_and_state(
     keeps the previous baselines: no gauge is summed over zero nodes.
     """
     health = collection.health.to_metrics()
-    if collection.status == "error" or (not collection.nodes and collection.failed_keys):
+    if not _usable(collection):
         return health, previous
     result = aggregate(
         collection.nodes,
@@ -353,7 +420,9 @@ def build_deps(settings: Settings, *, session: boto3.Session | None = None) -> D
     if settings.publish_mode == "emf":
         publisher = EmfPublisher(settings.namespace)
     else:
-        retries: Any = {"mode": settings.publish_retry_mode, "max_attempts": settings.publish_max_attempts}
+        # total_max_attempts counts the first attempt too (max_attempts would count retries only).
+        attempts = settings.publish_max_attempts
+        retries: Any = {"mode": settings.publish_retry_mode, "total_max_attempts": attempts}
         cloudwatch = session.client("cloudwatch", config=Config(retries=retries))
         publisher = PutMetricDataPublisher(cloudwatch, settings.namespace)
     return Deps(store, publisher, collect=_collector(settings, region), discover=_discoverer(session, region))

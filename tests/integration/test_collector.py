@@ -1,0 +1,360 @@
+"""The collector handler end to end: EKS stand-in + moto over HTTP, checked against the stand-in's truth.
+
+Each cycle is one scheduled invocation as Lambda makes it. The stand-in's truth says what every aws-node
+pod served; gauges must equal the sum over the pods served in that cycle, and over all cycles the
+published counter increases must equal the pods' true increments, through aws-node restarts, node churn,
+cold starts, PutMetricData failures and overlapping invocations.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from cni_metrics.adapters import eks_auth
+from cni_metrics.config import ConfigError
+from cni_metrics.core import catalogue
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "functions" / "collector" / "app.py"
+SCHEDULED = json.loads((ROOT / "events" / "scheduled.json").read_text())
+STATE_BUCKET = "cni-metrics-test-state"
+SCENARIO: dict[str, Any] = {
+    "name": "collector-it",
+    "seed": 11,
+    "churn": {"restart": 0.08, "leave": 0.04, "join": 0.04},
+    "clusters": [
+        {
+            "name": "it-alpha",
+            "nodes": 8,
+            "prefix_delegation": 0.5,
+            "faults": {"error_500": [1], "garbage": [2]},
+        },
+        {"name": "it-beta", "nodes": 5, "cni_shapes": {"modern": 1, "old": 1}},
+    ],
+}
+CLUSTERS = ["it-alpha", "it-beta"]
+GAUGES = {f.name: f.metric for f in catalogue.GAUGES if f.metric is not None}
+COUNTERS = {f.name: f.metric for f in catalogue.COUNTERS if f.metric is not None}
+# A context for a subprocess invocation (a real cold start: a fresh interpreter imports the handler).
+CHILD = """
+import importlib.util, json, sys, time
+spec = importlib.util.spec_from_file_location("app", sys.argv[1])
+app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
+class Context:
+    function_name = "collector"; memory_limit_in_mb = 512; aws_request_id = "cold-start"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:collector"
+    deadline = time.monotonic() + 55
+    def get_remaining_time_in_millis(self): return int((self.deadline - time.monotonic()) * 1000)
+print("RESULT " + json.dumps(app.lambda_handler(json.loads(sys.argv[2]), Context())))
+"""
+
+
+class Context:
+    """The parts of the Lambda context the handler uses (55 s timeout)."""
+
+    function_name = "collector"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:collector"
+
+    def __init__(self, seconds: float = 55.0) -> None:
+        self.aws_request_id = str(uuid.uuid4())
+        self.deadline = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.deadline - time.monotonic()) * 1000)
+
+
+def load_handler() -> ModuleType:
+    """A freshly imported handler module (no cached clients) and no cached EKS endpoints or tokens."""
+    eks_auth.clear_caches()
+    spec = importlib.util.spec_from_file_location(f"collector_app_{uuid.uuid4().hex}", APP)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def stand_in(aws: str, fake_eks_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The scenario's stand-in; the collector's environment points at it and at moto."""
+    eks = fake_eks_factory(SCENARIO)
+    for key, value in eks.env().items():
+        monkeypatch.setenv(key, value)
+    env = {
+        "CLUSTER_NAMES": ",".join(CLUSTERS),
+        "STATE_BUCKET": STATE_BUCKET,
+        "PUBLISH_MODE": "putmetricdata",
+        "PUBLISH_MAX_ATTEMPTS": "2",
+        "CONNECT_TIMEOUT_SECONDS": "1",
+        "READ_TIMEOUT_SECONDS": "2",
+        "PUBLISH_MARGIN_SECONDS": "5",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return eks
+
+
+class Truth:
+    """What the stand-in says, accumulated over cycles (pods that left keep their last increments)."""
+
+    def __init__(self, eks: Any) -> None:
+        self.eks = eks
+        self.increments: dict[str, dict[str, dict[str, float]]] = {c: {} for c in CLUSTERS}
+        self.baseline: dict[str, dict[str, float]] = {}
+        self.scrapes: dict[str, dict[str, int]] = {c: {} for c in CLUSTERS}
+
+    def observe(self, cluster: str) -> dict[str, float]:
+        """Record a snapshot; return the gauge sums over the pods served since the previous one."""
+        gauges: dict[str, float] = defaultdict(float)
+        for pod in self.eks.truth(cluster)["pods"]:
+            self.increments[cluster][pod["uid"]] = dict(pod["increments"])
+            if pod["scrapes"] > self.scrapes[cluster].get(pod["uid"], 0) and pod["served"] is not None:
+                for family, value in pod["served"]["gauges"].items():
+                    gauges[family] += value
+            self.scrapes[cluster][pod["uid"]] = pod["scrapes"]
+        return {GAUGES[f]: v for f, v in gauges.items() if f in GAUGES}
+
+    def start_counting(self) -> None:
+        """The first collection only records baselines: increases count from here."""
+        for cluster in CLUSTERS:
+            self.baseline[cluster] = self.totals(cluster)
+
+    def totals(self, cluster: str) -> dict[str, float]:
+        out: dict[str, float] = defaultdict(float)
+        for increments in self.increments[cluster].values():
+            for family, value in increments.items():
+                if family in COUNTERS:
+                    out[COUNTERS[family]] += value
+        return out
+
+    def increases(self, cluster: str) -> dict[str, float]:
+        now, before = self.totals(cluster), self.baseline[cluster]
+        return {name: now[name] - before.get(name, 0.0) for name in now}
+
+
+def cloudwatch_sums(cluster: str, names: list[str], since: datetime) -> dict[str, float]:
+    """Sum of every datum of each metric read back from CloudWatch (moto)."""
+    cloudwatch = boto3.client("cloudwatch")
+    out = {}
+    for name in names:
+        points = cloudwatch.get_metric_statistics(
+            Namespace="Kubernetes",
+            MetricName=name,
+            Dimensions=[{"Name": "CLUSTER_ID", "Value": cluster}],
+            StartTime=since,
+            EndTime=datetime.now(UTC) + timedelta(minutes=5),
+            Period=86400,
+            Statistics=["Sum"],
+        )["Datapoints"]
+        out[name] = sum(point["Sum"] for point in points)
+    return out
+
+
+def delivered_by_cycle(proxy: Any) -> dict[tuple[str, int], dict[str, list[float]]]:
+    """Datums CloudWatch accepted, by (cluster, whole second of their timestamp) -> name -> values."""
+    out: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for call in proxy.delivered:
+        for datum in call.datums:
+            cluster = datum["Dimensions"][0]["Value"]
+            out[(cluster, math.floor(float(datum["Timestamp"])))][datum["MetricName"]].append(datum["Value"])
+    return out
+
+
+def second(iso: str) -> int:
+    return math.floor(datetime.fromisoformat(iso).timestamp())
+
+
+def test_thirty_cycles_with_churn_failures_cold_starts_and_overlap_publish_the_true_increases(
+    stand_in: Any, cloudwatch_proxy: Any
+) -> None:
+    # given the stand-in, a handler as Lambda loads it, and the truth
+    truth = Truth(stand_in)
+    handler = load_handler()
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    expected_gauges: dict[tuple[str, int], dict[str, float]] = {}
+    statuses: list[str] = []
+    for cycle in range(30):
+        begin = time.monotonic()
+        if cycle in (6, 7):
+            cloudwatch_proxy.fail_next("throttle", 2)  # every attempt of one call fails
+        if cycle == 13:
+            cloudwatch_proxy.fail_next("500", 4)  # both clusters' calls fail
+        # when the invocation runs: normally, in a fresh process, freshly loaded, or two at once
+        if cycle == 10:
+            results = [run_in_fresh_process()]
+        elif cycle == 20:
+            handler = load_handler()
+            results = [handler.lambda_handler(SCHEDULED, Context())]
+        elif cycle == 16:
+            results = run_overlapping(handler)
+        else:
+            results = [handler.lambda_handler(SCHEDULED, Context())]
+        outcomes = [c for result in results for c in result["clusters"]]
+        statuses += [c["status"] for c in outcomes]
+        for cluster in CLUSTERS:
+            gauges = truth.observe(cluster)
+            mine = [c for c in outcomes if c["cluster"] == cluster and c["collected_at"]]
+            if cycle != 16:
+                (outcome,) = mine
+                expected_gauges[(cluster, second(outcome["collected_at"]))] = gauges
+        if cycle == 0:
+            truth.start_counting()
+        for cluster in CLUSTERS:
+            stand_in.advance(cluster)
+        time.sleep(max(0.0, 1.05 - (time.monotonic() - begin)))  # one timestamp second per cycle
+
+    # then the failures happened and were recovered, and the overlap was handled
+    assert "publish_failed" in statuses
+    assert set(statuses) <= {"ok", "publish_failed", "superseded"}
+    # and every cycle's gauges equal the truth of the pods served in that cycle
+    delivered = delivered_by_cycle(cloudwatch_proxy)
+    for key, gauges in expected_gauges.items():
+        published = {name: delivered[key].get(name) for name in gauges}
+        assert published == {name: [pytest.approx(value)] for name, value in gauges.items()}, key
+    # and over 30 cycles the increases read back from CloudWatch equal the true increments
+    for cluster in CLUSTERS:
+        expected = truth.increases(cluster)
+        assert sum(expected.values()) > 0
+        assert cloudwatch_sums(cluster, sorted(expected), started) == pytest.approx(expected), cluster
+    # and no PutMetricData call broke the API limits
+    assert all(len(call.datums) <= 1000 and call.size <= 1_000_000 for call in cloudwatch_proxy.calls)
+
+
+def emf_datums(doc: dict[str, Any]) -> list[tuple[str, int, str, float]]:
+    """(cluster, timestamp ms, name, value) of an EMF document, checking the specification's structure."""
+    meta = doc["_aws"]
+    assert isinstance(meta["Timestamp"], int)
+    (directive,) = meta["CloudWatchMetrics"]
+    assert directive["Namespace"] == "Kubernetes"
+    assert directive["Dimensions"] == [["CLUSTER_ID"]]
+    assert isinstance(doc["CLUSTER_ID"], str)
+    assert "service" not in doc
+    out = []
+    for metric in directive["Metrics"]:
+        assert metric["Unit"] == catalogue.unit_of(metric["Name"])
+        value = doc[metric["Name"]]  # a number, or an array of numbers (Powertools writes one-item arrays)
+        (number,) = value if isinstance(value, list) else [value]
+        assert isinstance(number, float | int)
+        out.append((doc["CLUSTER_ID"], meta["Timestamp"], metric["Name"], float(number)))
+    return out
+
+
+def run_in_fresh_process() -> dict[str, Any]:
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(APP), json.dumps(SCHEDULED)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    line = next(line for line in child.stdout.splitlines() if line.startswith("RESULT "))
+    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    return result
+
+
+def run_overlapping(handler: ModuleType) -> list[dict[str, Any]]:
+    """Two invocations at once (a slow run meeting the next schedule)."""
+    results: list[dict[str, Any]] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(handler.lambda_handler(SCHEDULED, Context())))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(results) == 2
+    return results
+
+
+def test_emf_mode_prints_valid_documents_with_exact_gauges_and_increases(
+    stand_in: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given EMF mode
+    monkeypatch.setenv("PUBLISH_MODE", "emf")
+    truth = Truth(stand_in)
+    handler = load_handler()
+    expected_gauges: dict[tuple[str, int], dict[str, float]] = {}
+    # when four scheduled cycles run
+    for cycle in range(4):
+        result = handler.lambda_handler(SCHEDULED, Context())
+        for outcome in result["clusters"]:
+            gauges = truth.observe(outcome["cluster"])
+            expected_gauges[(outcome["cluster"], second(outcome["collected_at"]))] = gauges
+        if cycle == 0:
+            truth.start_counting()
+        for cluster in CLUSTERS:
+            stand_in.advance(cluster)
+        time.sleep(1.05)
+    # then stdout holds valid EMF documents, one per cluster and cycle, with exact numbers
+    published: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith('{"_aws"'):
+            for cluster, at, name, value in emf_datums(json.loads(line)):
+                published[(cluster, at // 1000)][name] = value
+    assert set(published) == set(expected_gauges)
+    for key, gauges in expected_gauges.items():
+        assert {name: published[key].get(name) for name in gauges} == pytest.approx(gauges)
+    for cluster in CLUSTERS:
+        expected = truth.increases(cluster)
+        mine = [values for (c, _), values in published.items() if c == cluster]
+        sums = {name: sum(values.get(name, 0.0) for values in mine) for name in expected}
+        assert sums == pytest.approx(expected)
+
+
+def test_bad_event_or_configuration_changes_nothing(stand_in: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    handler = load_handler()
+    # when the event is not a valid one, then the invocation fails clearly
+    with pytest.raises(ConfigError, match=r"invalid event: clusters\.0\.name"):
+        handler.lambda_handler({"clusters": ["no spaces allowed"]}, Context())
+    # when the configuration is wrong, then too
+    monkeypatch.setenv("PUBLISH_MODE", "statsd")
+    with pytest.raises(ConfigError, match="PUBLISH_MODE"):
+        handler.lambda_handler(SCHEDULED, Context())
+    # and nothing was stored or published
+    assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=STATE_BUCKET)
+    assert boto3.client("cloudwatch").list_metrics(Namespace="Kubernetes")["Metrics"] == []
+
+
+def test_corrupt_state_object_is_reported_and_publishes_no_increase(
+    stand_in: Any, cloudwatch_proxy: Any
+) -> None:
+    # given a first run, then a corrupted state object for one cluster
+    handler = load_handler()
+    handler.lambda_handler(SCHEDULED, Context())
+    key = "cni-metrics/state/it-alpha.json"
+    boto3.client("s3").put_object(Bucket=STATE_BUCKET, Key=key, Body=b'{"format": "cni-metrics-state", "vers')
+    for cluster in CLUSTERS:
+        stand_in.advance(cluster)
+    calls_before = len(cloudwatch_proxy.delivered)
+    # when the next run comes
+    result = handler.lambda_handler(SCHEDULED, Context())
+    # then that cluster is rebaselined with a clear error and no counter increase; the other is fine
+    alpha, beta = sorted(result["clusters"], key=lambda c: c["cluster"])
+    assert alpha["status"] == "rebaselined"
+    assert f"corrupt state object s3://{STATE_BUCKET}/{key}" in alpha["error"]
+    assert beta["status"] == "ok"
+    names = {
+        d["MetricName"]
+        for call in cloudwatch_proxy.delivered[calls_before:]
+        for d in call.datums
+        if d["Dimensions"][0]["Value"] == "it-alpha"
+    }
+    assert "assignIPAddresses" in names
+    assert not names & set(COUNTERS.values())
