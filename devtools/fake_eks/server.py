@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import json
 import logging
 import random
@@ -212,9 +213,10 @@ class KubeCluster:
         remaining = 0
         names: list[str] = []
         if ns in ("", "kube-system"):
-            for name, labels, phase, node, obj in self.sim.all_pods():
-                if start and name <= start:
-                    continue
+            entries = self.sim.all_pods()
+            first = bisect.bisect_right([e[0] for e in entries], start) if start else 0
+            for idx in range(first, len(entries)):
+                name, labels, phase, node, obj = entries[idx]
                 fields = {
                     "status.phase": phase,
                     "spec.nodeName": node,
@@ -225,8 +227,8 @@ class KubeCluster:
                     continue
                 if limit and len(items) >= limit:
                     more = True
-                    remaining += 1
-                    continue
+                    remaining = len(entries) - idx
+                    break
                 items.append(obj.pod_json(self.sim.uid) if isinstance(obj, AwsNodePod) else obj)
                 names.append(name)
         meta: dict[str, Any] = {"resourceVersion": rv}

@@ -235,6 +235,7 @@ class ClusterSim:
         self.pods: dict[str, AwsNodePod] = {}
         self.system: dict[str, bytes] = {}
         self.list_requests = 0
+        self._listing: tuple[int, list[tuple[str, dict[str, str], str, str, bytes | AwsNodePod]]] = (-1, [])
         self._serial = 0
         explicit: dict[int, FaultSpec] = {}
         for f in spec.faults:
@@ -329,7 +330,9 @@ class ClusterSim:
 
     # -- the Kubernetes view --------------------------------------------------------------------
     def all_pods(self) -> list[tuple[str, dict[str, str], str, str, bytes | AwsNodePod]]:
-        """(name, labels, phase, nodeName, object) for every kube-system pod, sorted by name."""
+        """(name, labels, phase, nodeName, object) of every kube-system pod by name (cached per RV)."""
+        if self._listing[0] == self.resource_version:
+            return self._listing[1]
         out: list[tuple[str, dict[str, str], str, str, bytes | AwsNodePod]] = []
         for name, pod in self.pods.items():
             out.append(
@@ -351,6 +354,7 @@ class ClusterSim:
             app = "kube-proxy" if name.startswith("kube-proxy") else "kube-dns"
             out.append((name, {"k8s-app": app}, "Running", "", raw))
         out.sort(key=lambda t: t[0])
+        self._listing = (self.resource_version, out)
         return out
 
     def continue_token(self, last_name: str) -> str:

@@ -7,10 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from fake_eks.testing import RunningFakeEks, start_fake_eks
 from helpers import PODS, kube_get, metrics_path, pod_by_fault
 from prometheus_client.parser import text_string_to_metric_families
-
-from fake_eks.testing import RunningFakeEks, start_fake_eks
 
 CLUSTER = "faults"
 

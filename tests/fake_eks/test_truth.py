@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fake_eks.testing import RunningFakeEks
 from helpers import PODS, kube_get, metrics_path
 from prometheus_client.parser import text_string_to_metric_families
-
-from fake_eks.testing import RunningFakeEks
 
 GAUGES = (
     "awscni_assigned_ip_addresses",
