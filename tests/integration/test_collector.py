@@ -228,7 +228,7 @@ def test_thirty_cycles_with_churn_failures_cold_starts_and_overlap_publish_the_t
     # and every cycle's gauges equal the truth of the pods served in that cycle
     delivered = delivered_by_cycle(cloudwatch_proxy)
     for key, gauges in expected_gauges.items():
-        published = {name: delivered[key].get(name) for name in gauges}
+        published: dict[str, Any] = {name: delivered[key].get(name) for name in gauges}
         assert published == {name: [pytest.approx(value)] for name, value in gauges.items()}, key
     # and over 30 cycles the increases read back from CloudWatch equal the true increments
     for cluster in CLUSTERS:
