@@ -46,7 +46,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 typecheck: venv
-	$(VENV)/bin/mypy --strict layers/cni_metrics/cni_metrics functions
+	$(VENV)/bin/mypy --strict --explicit-package-bases layers/cni_metrics/cni_metrics functions  # two app.py
 
 unit: venv
 	$(PY) -m pytest tests/unit -q
