@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from cni_metrics.core import parser
 from cni_metrics.core.parser import PayloadError, parse_payload
 from core_payloads import FIXTURE_NAMES, fixture, go_filler
 from prometheus_client.parser import text_string_to_metric_families
@@ -179,3 +180,17 @@ def test_adversarial_lines_do_not_backtrack_catastrophically() -> None:
     for text in (unterminated, many_quotes, no_value):
         with pytest.raises(PayloadError):
             parse_payload(text)
+
+
+def test_memoisation_stays_bounded() -> None:
+    # given more distinct awscni lines than the caches hold, some longer than a cacheable key
+    lines = [
+        f'awscni_assigned_ip_per_cidr{{cidr="10.{i // 65536}.{i // 256 % 256}.{i % 256}/32"}} 1'
+        for i in range(25_000)
+    ]
+    lines.append('awscni_aws_utils_error_count{error="' + "x" * 5_000 + '"} 1')
+    # when parsed, then every sample is there and no cache grew past its limit
+    assert len(parse_payload("\n".join(lines)).samples()) == 25_001
+    for cache in (parser._label_cache, parser._line_cache, parser._name_cache, parser._comment_cache):
+        assert len(cache) <= parser._CACHE_LIMIT
+        assert all(len(key) <= parser._CACHE_KEY_MAX for key in cache)

@@ -36,7 +36,8 @@ _UNESCAPE = {b"\\": b"\\", b'"': b'"', b"n": b"\n"}
 _NAME_BYTES = re.compile(rb"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _HELP_ESCAPE = re.compile(r"\\([\\n])")
-_CACHE_LIMIT = 20_000
+_CACHE_LIMIT = 10_000
+_CACHE_KEY_MAX = 512
 
 
 class PayloadError(ValueError):
@@ -102,10 +103,12 @@ def clear_caches() -> None:
         cache.clear()
 
 
-def _remember[K, V](cache: dict[K, V], key: K, value: V) -> V:
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()
-    cache[key] = value
+def _remember[V](cache: dict[bytes, V], key: bytes, value: V) -> V:
+    """Memoise ``value`` under ``key`` (short keys only; a full cache starts over: memory stays bounded)."""
+    if len(key) <= _CACHE_KEY_MAX:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[key] = value
     return value
 
 
