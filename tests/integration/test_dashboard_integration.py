@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import logging
 import queue
 import ssl
 import threading
@@ -198,6 +199,9 @@ def aws(monkeypatch: pytest.MonkeyPatch, moto_url: str, proxy: CountingProxy,
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+    # crhelper sets the root and boto loggers' levels: put them back after the test
+    for name in ("", "boto", "boto3", "botocore", "urllib3"):
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
     handler._helper.cache_clear()
     return boto3.client("cloudwatch", region_name=REGION, endpoint_url=moto_url)
 
