@@ -128,3 +128,20 @@ def test_same_file_name_in_two_directories_keeps_both_nodes(
     _, doc = run_json([str(a), str(b)], capsys)
     assert doc["nodes"] == 2
     assert doc["counterTotals"]["addReqCount"] == 3
+
+
+def test_failed_file_keeps_its_baseline_for_the_next_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given node b is unreadable in the second snapshot and back at +4 in the third
+    state = tmp_path / "state.json"
+    run_json(["--save-state", str(state), str(write_nodes(tmp_path / "t0", {"a": 1, "b": 10}))], capsys)
+    second = write_nodes(tmp_path / "t1", {"a": 2})
+    (second / "b").write_bytes(b"awscni_add_ip_req_count{\n")
+    code, doc1 = run_json(["--previous", str(state), "--save-state", str(state), str(second)], capsys)
+    third = write_nodes(tmp_path / "t2", {"a": 2, "b": 14})
+    _, doc2 = run_json(["--previous", str(state), str(third)], capsys)
+    # then the failed run counts a's +1 only, and the next one b's +4 (not a baseline)
+    assert code == 1
+    assert doc1["metrics"]["addReqCount"] == 1
+    assert doc2["metrics"]["addReqCount"] == 4

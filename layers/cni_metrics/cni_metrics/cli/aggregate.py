@@ -2,7 +2,8 @@
 
 Each file is one node's payload, identified by its file name, so a ``--previous`` state saved from one
 directory matches the same names in the next. Files have no pod start time: a name not in the previous
-state is a baseline (increase 0). Exit status: 0 all files parsed, 1 some file failed, 2 unusable state.
+state is a baseline (increase 0); a file that fails keeps its previous baseline. Exit status: 0 all
+files parsed, 1 some file failed, 2 unusable ``--previous`` state.
 """
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ def _files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def _read_nodes(files: list[Path]) -> tuple[list[NodeInput], list[dict[str, Any]]]:
+def _read_nodes(files: list[Path]) -> tuple[list[NodeInput], list[dict[str, Any]], set[str]]:
+    """Parsed nodes, errors (file, line, reason) and the keys of the files that failed."""
     nodes: list[NodeInput] = []
     errors: list[dict[str, Any]] = []
+    failed: set[str] = set()
     keys: set[str] = set()
     for path in files:
         key = path.name if path.name not in keys else str(path)
@@ -63,12 +66,13 @@ def _read_nodes(files: list[Path]) -> tuple[list[NodeInput], list[dict[str, Any]
             metrics = read_node_metrics(path.read_bytes())
         except PayloadError as exc:
             errors.append({"file": str(path), "line": exc.line, "reason": exc.reason})
-            continue
         except OSError as exc:
             errors.append({"file": str(path), "line": None, "reason": exc.strerror or str(exc)})
+        else:
+            nodes.append(NodeInput(key=key, name=key, metrics=metrics))
             continue
-        nodes.append(NodeInput(key=key, name=key, metrics=metrics))
-    return nodes, errors
+        failed.add(key)
+    return nodes, errors, failed
 
 
 def _load_previous(path: Path | None) -> ClusterState | None:
@@ -82,10 +86,14 @@ def _load_previous(path: Path | None) -> ClusterState | None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _number(value: float) -> float | int:
@@ -127,9 +135,13 @@ def run(args: argparse.Namespace) -> int:
     except (StateError, OSError) as exc:
         print(f"error: cannot use --previous {args.previous}: {exc}", file=sys.stderr)
         return 2
-    nodes, errors = _read_nodes(_files(args.paths))
+    nodes, errors, failed = _read_nodes(_files(args.paths))
     result = aggregate(
-        nodes, previous, now=datetime.now(UTC), exhaustion_threshold_pct=args.exhaustion_threshold
+        nodes,
+        previous,
+        now=datetime.now(UTC),
+        carry_over=failed,
+        exhaustion_threshold_pct=args.exhaustion_threshold,
     )
     if args.save_state is not None:
         _write_atomic(args.save_state, dump_state(result.state))
