@@ -392,6 +392,26 @@ def test_custom_resource_lifecycle(aws: Any, proxy: CountingProxy, cfn_endpoint:
     assert alarm_names(aws) == []
 
 
+def test_changing_the_threshold_updates_alarms_and_annotations(aws: Any, proxy: CountingProxy,
+                                                               cfn_endpoint: CfnEndpoint) -> None:
+    # given a set created with an 85% threshold
+    handler.handle(cfn_event("Create", cfn_endpoint, PROPS), FakeContext())
+    assert cfn_endpoint.next()["body"]["Status"] == "SUCCESS"
+    proxy.operations.clear()
+    # when an Update lowers it to 70%
+    lowered = {**PROPS, "IpUtilizationAlarmPct": "70"}
+    handler.handle(cfn_event("Update", cfn_endpoint, lowered, "cni-stack", PROPS), FakeContext())
+    assert cfn_endpoint.next()["body"]["Status"] == "SUCCESS"
+    # then exactly the two utilisation alarms and the dashboard are rewritten
+    assert sorted(proxy.writes()) == ["PutDashboard", "PutMetricAlarm", "PutMetricAlarm"]
+    alarms = aws.describe_alarms(AlarmNamePrefix="cni-stack/")["MetricAlarms"]
+    assert {a["AlarmName"]: a["Threshold"] for a in alarms if a["AlarmName"].endswith("ip-utilization")} == {
+        "cni-stack/alpha/ip-utilization": 70.0, "cni-stack/beta/ip-utilization": 70.0}
+    body = dashboards(aws)["cni-stack"]
+    warning = body["widgets"][1]["properties"]["annotations"]["horizontal"][0]
+    assert warning["value"] == 70.0
+
+
 def test_renaming_the_set_replaces_it(aws: Any, cfn_endpoint: CfnEndpoint) -> None:
     # given a set created as cni-stack
     handler.handle(cfn_event("Create", cfn_endpoint, PROPS), FakeContext())
