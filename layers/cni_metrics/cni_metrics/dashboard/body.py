@@ -164,7 +164,7 @@ def _intro(options: DashboardOptions, page_names: list[str], index: int, cluster
         pages = f"\n\nPages: {links}"
     else:
         pages = ""
-    shown = f"{clusters[0]} … {clusters[-1]}" if clusters else "no clusters configured"
+    shown = " … ".join(dict.fromkeys([clusters[0], clusters[-1]])) if clusters else "no clusters configured"
     markdown = (
         f"# Amazon VPC CNI: IP addresses per cluster ({shown})\n"
         "**ipUtilization** = IPs assigned to pods / IPs the nodes' instance types can hold (%). "

@@ -157,12 +157,12 @@ def fetch_page_series(page: DashboardPage, cloudwatch: Any, start: datetime, end
 
 
 def _time_axis(series: dict[int, list[Series]], start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """The span of the data found (padded by 5%, at least 30 s), else ``start``..``end``."""
+    """The span of the data found (padded by 5%; 30 s around a single instant), else ``start``..``end``."""
     stamps = [t for lines in series.values() for s in lines for t in s.timestamps]
     if not stamps:
         return start, end
     first, last = min(stamps), max(stamps)
-    pad = max((last - first) / 20, timedelta(seconds=30))
+    pad = (last - first) / 20 if last > first else timedelta(seconds=30)
     return first - pad, last + pad
 
 
@@ -253,7 +253,8 @@ def _draw_metric(fig: Figure, box: tuple[float, float, float, float], size: tupl
     if "min" in y_left or "max" in y_left:
         ax.set_ylim(y_left.get("min"), y_left.get("max"))
     ax.set_xlim(_num(start), _num(end))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))  # type: ignore[no-untyped-call]
+    short = end - start < timedelta(minutes=10)
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if short else "%H:%M"))  # type: ignore[no-untyped-call]
     if not any(s.values for s in series):
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
     handles, labels = ax.get_legend_handles_labels()
