@@ -224,3 +224,46 @@ def verify_token(
     if cred.expires_at is not None:
         valid_until = min(valid_until, cred.expires_at)
     return TokenIdentity(arn=cred.arn, valid_until=valid_until)
+
+
+_AUTH_HEADER_RE = re.compile(
+    r"^AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request,\s*"
+    r"SignedHeaders=([a-z0-9;-]+),\s*Signature=([0-9a-f]{64})$"
+)
+
+
+def verify_request_signature(
+    *,
+    method: str,
+    raw_path: str,
+    headers: dict[str, str],
+    body: bytes,
+    credentials: CredentialTable,
+    now: float,
+) -> Credential:
+    """Check the SigV4 ``Authorization`` header of an AWS API call (EKS, STS) and return the caller.
+
+    Raises AuthError with rule ``unknown_key`` (unknown/expired key or wrong session token) or ``signature``.
+    """
+    m = _AUTH_HEADER_RE.match(headers.get("authorization", ""))
+    amz_date = headers.get("x-amz-date", "")
+    if not m or amz_date[:8] != m.group(2):
+        raise AuthError("signature", "missing or malformed Authorization / X-Amz-Date")
+    access_key, _day, region, service, signed_headers, signature = m.groups()
+    cred = credentials.lookup(access_key, headers.get("x-amz-security-token"), now)
+    if cred is None:
+        raise AuthError("unknown_key", access_key)
+    path, _, query = raw_path.partition("?")
+    pairs = sorted(tuple(p.partition("=")[::2]) for p in query.split("&")) if query else []
+    canonical_query = "&".join(f"{k}={v}" for k, v in pairs)
+    canonical_headers = "".join(
+        f"{n}:{' '.join(headers.get(n, '').split())}\n" for n in signed_headers.split(";")
+    )
+    payload = headers.get("x-amz-content-sha256") or hashlib.sha256(body).hexdigest()
+    canonical_request = "\n".join(
+        [method, quote(path, safe="/~"), canonical_query, canonical_headers, signed_headers, payload]
+    )
+    expected = sigv4_signature(cred.secret_access_key, amz_date, region, service, canonical_request)
+    if not hmac.compare_digest(expected, signature):
+        raise AuthError("signature", "signature does not match")
+    return cred

@@ -18,7 +18,14 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
-from fake_eks.auth import AuthError, Credential, CredentialTable, canonical_arn, verify_token
+from fake_eks.auth import (
+    AuthError,
+    Credential,
+    CredentialTable,
+    canonical_arn,
+    verify_request_signature,
+    verify_token,
+)
 from fake_eks.certs import ClusterTls, make_cluster_tls
 from fake_eks.faults import serve_fault
 from fake_eks.responses import reach_error, serve_payload, status_response
@@ -300,6 +307,10 @@ class KubeCluster:
         return await serve_payload(request, pod)
 
 
+SIGNATURE_MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. Check your AWS Secret "
+    "Access Key and signing method. Consult the service documentation for details."
+)
 EXPIRED_MESSAGE = (
     "The provided continue parameter is too old to display a consistent list result. You can start a new "
     "list without the continue parameter, or use the continue token in this response to retrieve the "
@@ -447,11 +458,18 @@ class FakeEks:
         app.router.add_get("/truth/clusters/{name}/auth-failures", self.auth_failures)
         return app
 
-    def _caller(self, request: web.Request) -> Credential | None:
-        m = re.search(r"Credential=([^/,\s]+)/", request.headers.get("Authorization", ""))
-        if not m:
-            return None
-        return self.credentials.lookup(m.group(1), request.headers.get("X-Amz-Security-Token"), time.time())
+    async def _caller(self, request: web.Request) -> Credential | AuthError:
+        try:
+            return verify_request_signature(
+                method=request.method,
+                raw_path=request.raw_path,
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=await request.read(),
+                credentials=self.credentials,
+                now=time.time(),
+            )
+        except AuthError as exc:
+            return exc
 
     @staticmethod
     def _eks_error(status: int, code: str, message: str, **extra: str) -> web.Response:
@@ -461,15 +479,18 @@ class FakeEks:
             headers={"x-amzn-ErrorType": code, "x-amzn-RequestId": str(uuid.uuid4())},
         )
 
-    def _unrecognized(self) -> web.Response:
-        return self._eks_error(
-            403, "UnrecognizedClientException", "The security token included in the request is invalid."
-        )
+    def _eks_denied(self, exc: AuthError) -> web.Response:
+        if exc.rule == "unknown_key":
+            return self._eks_error(
+                403, "UnrecognizedClientException", "The security token included in the request is invalid."
+            )
+        return self._eks_error(403, "InvalidSignatureException", SIGNATURE_MISMATCH)
 
     async def list_clusters(self, request: web.Request) -> web.Response:
         """EKS ListClusters (maxResults 1..100, nextToken)."""
-        if self._caller(request) is None:
-            return self._unrecognized()
+        caller = await self._caller(request)
+        if isinstance(caller, AuthError):
+            return self._eks_denied(caller)
         names = sorted(self.clusters)
         try:
             limit = int(request.query.get("maxResults", "100"))
@@ -490,8 +511,9 @@ class FakeEks:
 
     async def describe_cluster(self, request: web.Request) -> web.Response:
         """EKS DescribeCluster."""
-        if self._caller(request) is None:
-            return self._unrecognized()
+        caller = await self._caller(request)
+        if isinstance(caller, AuthError):
+            return self._eks_denied(caller)
         name = request.match_info["name"]
         cluster = self.clusters.get(name)
         if cluster is None:
@@ -553,11 +575,13 @@ class FakeEks:
         form: dict[str, str] = dict(request.query.items())
         if request.method == "POST":
             form.update({k: v[0] for k, v in parse_qs(await request.text()).items()})
-        caller = self._caller(request)
-        if caller is None:
+        caller = await self._caller(request)
+        if isinstance(caller, AuthError) and caller.rule == "unknown_key":
             return self._sts_error(
                 403, "InvalidClientTokenId", "The security token included in the request is invalid."
             )
+        if isinstance(caller, AuthError):
+            return self._sts_error(403, "SignatureDoesNotMatch", SIGNATURE_MISMATCH)
         action = form.get("Action", "")
         account = caller.arn.split(":")[4]
         if action == "GetCallerIdentity":

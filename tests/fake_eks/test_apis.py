@@ -51,13 +51,22 @@ def test_boto3_eks_describe_and_list_with_pagination(fake_eks_env: RunningFakeEk
 def test_boto3_unknown_cluster_and_bad_credentials(fake_eks_env: RunningFakeEks) -> None:
     # given boto3 clients, one with unknown credentials
     good = boto3.client("eks")
-    bad = boto3.client("eks", aws_access_key_id="AKIAUNKNOWN", aws_secret_access_key="x")
+    unknown = boto3.client("eks", aws_access_key_id="AKIAUNKNOWN", aws_secret_access_key="x")
+    key = fake_eks_env.connection["credentials"]["access_key_id"]
+    wrong_secret = boto3.client("eks", aws_access_key_id=key, aws_secret_access_key="not-the-secret")
+    wrong_sts = boto3.client("sts", aws_access_key_id=key, aws_secret_access_key="not-the-secret")
     # when / then errors are shaped as AWS shapes them
     with pytest.raises(good.exceptions.ResourceNotFoundException):
         good.describe_cluster(name="nope")
     with pytest.raises(ClientError) as err:
-        bad.list_clusters()
+        unknown.list_clusters()
     assert err.value.response["Error"]["Code"] == "UnrecognizedClientException"
+    with pytest.raises(ClientError) as err:
+        wrong_secret.describe_cluster(name="demo-prod")
+    assert err.value.response["Error"]["Code"] == "InvalidSignatureException"
+    with pytest.raises(ClientError) as err:
+        wrong_sts.get_caller_identity()
+    assert err.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
 
 
 def test_sts_caller_identity(fake_eks_env: RunningFakeEks) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from fake_eks.testing import start_fake_eks
-from helpers import kube_get, metrics_path, pod_by_fault
+from helpers import metrics_path, pod_by_fault
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -74,14 +74,18 @@ def test_stop_is_bounded_while_a_scrape_hangs() -> None:
     # given a stand-in with a scrape hanging on a node that never answers
     with start_fake_eks({"clusters": [{"name": "c", "nodes": 2, "faults": {"hang": [0]}}]}) as eks:
         name = pod_by_fault(eks, "c", "hang")["name"]
+        url, ca = eks.endpoint("c") + metrics_path(name), eks.ca_file("c")
+        headers = {"Authorization": f"Bearer {eks.token('c')}"}
 
         def hang() -> None:
             with contextlib.suppress(requests.RequestException):
-                kube_get(eks, "c", metrics_path(name), timeout=(5, 30))
+                requests.get(url, headers=headers, verify=ca, timeout=(5, 30))
 
         worker = threading.Thread(target=hang, daemon=True)
         worker.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while pod_by_fault(eks, "c", "hang")["attempts"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         started = time.monotonic()
     # when the block ends, then the server stopped quickly and the hanging client saw its connection end
     assert time.monotonic() - started < 10
