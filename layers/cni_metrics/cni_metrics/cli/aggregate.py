@@ -27,7 +27,14 @@ from cni_metrics.core.state_codec import StateError, dump_state, load_state
 def register(subparsers: Any) -> None:
     """Add the ``aggregate`` subcommand to the ``cni-metrics`` parser."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "aggregate", help="aggregate aws-node payload files", description=__doc__
+        "aggregate",
+        help="aggregate aws-node payload files",
+        description=(
+            "Aggregate saved aws-node payloads like the collector: each file (or each file in a directory) "
+            "is one node, named by its file name, so --previous state from one directory matches the "
+            "same names in the next. A name not in the previous state is a baseline (increase 0)."
+        ),
+        epilog="exit status: 0 all files parsed, 1 some file failed, 2 unusable --previous state",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", type=Path, help="payload file or directory")
     parser.add_argument("--format", choices=("table", "json"), default="table")
