@@ -194,3 +194,9 @@ def test_memoisation_stays_bounded() -> None:
     for cache in (parser._label_cache, parser._line_cache, parser._name_cache, parser._comment_cache):
         assert len(cache) <= parser._CACHE_LIMIT
         assert all(len(key) <= parser._CACHE_KEY_MAX for key in cache)
+
+
+def test_bytearray_and_memoryview_inputs_are_accepted() -> None:
+    data = fixture("cni_test1.data")
+    assert _same(_ours(bytearray(data)), _ours(data))  # type: ignore[arg-type]
+    assert _same(_ours(memoryview(data)), _ours(data))  # type: ignore[arg-type]

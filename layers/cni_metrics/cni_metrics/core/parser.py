@@ -250,6 +250,8 @@ def parse_payload(data: bytes | str) -> ParsedPayload:
     """
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
+    elif type(data) is not bytes:  # bytearray or memoryview
+        data = bytes(data)
     types: dict[str, str] = {}
     helps: dict[str, str] = {}
     by_name: dict[str, list[Sample]] = {}
