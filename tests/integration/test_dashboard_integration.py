@@ -309,6 +309,25 @@ def test_schedule_finds_clusters_by_tag(aws: Any, moto_url: str, monkeypatch: py
     assert clusters_on(dashboards(aws)) == ["named", "net-a", "net-b"]
 
 
+def test_alarms_left_when_time_runs_out_are_finished_by_the_next_run(aws: Any, proxy: CountingProxy) -> None:
+    # given an invocation with less than the safety margin left
+    short = FakeContext(remaining_ms=int(handler.MARGIN_SECONDS * 1000) - 1)
+    # when it runs for two clusters
+    first = handler.handle({"clusters": ["a", "b"]}, short)
+    # then the dashboard is put, and the ten alarm puts are left pending
+    assert first is not None
+    assert first["dashboards"]["put"] == ["cni"]
+    assert (len(first["alarms"]["pending"]), first["alarms"]["put"]) == (10, [])
+    assert alarm_names(aws) == []
+    # when the next run has time
+    second = handler.handle({"clusters": ["a", "b"]}, FakeContext())
+    # then it puts them and leaves the unchanged dashboard alone
+    assert second is not None
+    assert (len(second["alarms"]["put"]), second["alarms"]["pending"]) == (10, [])
+    assert second["dashboards"]["unchanged"] == ["cni"]
+    assert len(alarm_names(aws)) == 10
+
+
 def test_direct_invoke_with_bad_clusters_is_refused(aws: Any, proxy: CountingProxy) -> None:
     with pytest.raises(ValueError, match="invalid cluster name"):
         handler.handle({"clusters": ["ok", "not ok"]}, None)

@@ -14,7 +14,7 @@ Alarm names are ``{set}/{cluster}/{kind}``; dashboard names cannot hold ``/``, s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,27 +101,34 @@ class AlarmChanges:
     put: list[str]
     unchanged: list[str]
     deleted: list[str]
+    pending: list[str]
 
 
-def reconcile_alarms(cloudwatch: Any, name: str, wanted: Mapping[str, dict[str, Any]]) -> AlarmChanges:
-    """Make the set's alarms equal to ``wanted``: put what differs, delete what is no longer wanted."""
+def reconcile_alarms(cloudwatch: Any, name: str, wanted: Mapping[str, dict[str, Any]],
+                     out_of_time: Callable[[], bool] = lambda: False) -> AlarmChanges:
+    """Make the set's alarms equal to ``wanted``: put what differs, delete what is no longer wanted.
+
+    PutMetricAlarm is throttled at a few calls per second, so a first run over a large fleet can take
+    minutes: once ``out_of_time()`` the remaining puts are left ``pending`` for the next run (stale
+    alarms are deleted first, in batches of 100).
+    """
     current: dict[str, Mapping[str, Any]] = {}
     for page in cloudwatch.get_paginator("describe_alarms").paginate(
         AlarmNamePrefix=alarm_prefix(name), AlarmTypes=["MetricAlarm"]
     ):
         for alarm in page.get("MetricAlarms", []):
             current[alarm["AlarmName"]] = alarm
-    changes = AlarmChanges(put=[], unchanged=[], deleted=[])
+    changes = AlarmChanges(put=[], unchanged=[], deleted=sorted(set(current) - set(wanted)), pending=[])
+    for batch in _batches(changes.deleted, 100):
+        cloudwatch.delete_alarms(AlarmNames=batch)
     for alarm_name in sorted(wanted):
         if alarm_name in current and not differs(wanted[alarm_name], current[alarm_name]):
             changes.unchanged.append(alarm_name)
-            continue
-        cloudwatch.put_metric_alarm(**wanted[alarm_name])
-        changes.put.append(alarm_name)
-    stale = sorted(set(current) - set(wanted))
-    for batch in _batches(stale, 100):
-        cloudwatch.delete_alarms(AlarmNames=batch)
-    changes.deleted = stale
+        elif changes.pending or out_of_time():
+            changes.pending.append(alarm_name)
+        else:
+            cloudwatch.put_metric_alarm(**wanted[alarm_name])
+            changes.put.append(alarm_name)
     return changes
 
 

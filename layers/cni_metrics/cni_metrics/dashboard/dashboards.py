@@ -48,6 +48,7 @@ def reconcile_dashboards(cloudwatch: Any, name: str, pages: Sequence[DashboardPa
     changes = DashboardChanges(put=[], unchanged=[], deleted=[])
     for page in pages:
         validate_body(page.body)
+    for page in pages:
         current = _current_body(cloudwatch, page.name)
         if current is not None and _same(current, page.body):
             changes.unchanged.append(page.name)

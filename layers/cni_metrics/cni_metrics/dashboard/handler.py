@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from crhelper import CfnResource
 
 from cni_metrics.dashboard.clusters import resolve_clusters
@@ -25,8 +27,21 @@ from cni_metrics.dashboard.settings import DashboardSettings, SettingsError, loa
 logger = logging.getLogger(__name__)
 
 
+# Time kept back from the Lambda timeout when putting alarms (crhelper answers 0.5 s before it).
+MARGIN_SECONDS = 10.0
+
+
 def _cloudwatch(settings: DashboardSettings) -> Any:
-    return boto3.client("cloudwatch", region_name=settings.region)
+    # Adaptive retries pace the calls when PutMetricAlarm (a few per second) is throttled.
+    config = Config(retries={"mode": "adaptive"})
+    return boto3.client("cloudwatch", region_name=settings.region, config=config)
+
+
+def _out_of_time(context: Any) -> Callable[[], bool]:
+    """True once less than MARGIN_SECONDS of the invocation are left (never without a context)."""
+    if context is None:
+        return lambda: False
+    return lambda: context.get_remaining_time_in_millis() < MARGIN_SECONDS * 1000
 
 
 def _eks(settings: DashboardSettings) -> Any:
@@ -50,11 +65,11 @@ def _helper() -> CfnResource:
 
     @helper.create
     @helper.update
-    def put(event: dict[str, Any], _context: Any) -> str:
+    def put(event: dict[str, Any], context: Any) -> str:
         settings = load_settings(properties=event.get("ResourceProperties"))
         # Set before working so that a failed Create still names the set; its rollback Delete cleans up.
         helper.PhysicalResourceId = settings.name
-        outcome = apply(settings, _clusters_for(settings), _cloudwatch(settings))
+        outcome = apply(settings, _clusters_for(settings), _cloudwatch(settings), _out_of_time(context))
         logger.info("custom resource %s: %s", event["RequestType"], outcome.summary())
         helper.Data.update({
             "DashboardNames": ",".join(outcome.dashboards.put + outcome.dashboards.unchanged),
@@ -99,6 +114,6 @@ def handle(event: Any, context: Any) -> dict[str, Any] | None:
         clusters = list(parse_clusters(event["clusters"]))
     else:
         clusters = _clusters_for(settings)
-    summary = apply(settings, clusters, _cloudwatch(settings)).summary()
+    summary = apply(settings, clusters, _cloudwatch(settings), _out_of_time(context)).summary()
     logger.info("dashboard run: %s", summary)
     return summary

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,13 +29,17 @@ class Outcome:
         }
 
 
-def apply(settings: DashboardSettings, clusters: Sequence[str], cloudwatch: Any) -> Outcome:
-    """Dashboards for ``clusters``; alarms too when enabled, else this set's alarms are removed."""
+def apply(settings: DashboardSettings, clusters: Sequence[str], cloudwatch: Any,
+          out_of_time: Callable[[], bool] = lambda: False) -> Outcome:
+    """Dashboards for ``clusters``; alarms too when enabled, else this set's alarms are removed.
+
+    Alarm puts still to do once ``out_of_time()`` are reported as pending (the next run does them).
+    """
     names = sorted(set(clusters))
     pages = build_dashboards(names, settings.dashboard_options())
     dashboards = reconcile_dashboards(cloudwatch, settings.name, pages)
     wanted = desired_alarms(names, settings.alarm_options()) if settings.alarms_enabled else {}
-    alarms = reconcile_alarms(cloudwatch, settings.name, wanted)
+    alarms = reconcile_alarms(cloudwatch, settings.name, wanted, out_of_time)
     return Outcome(names, dashboards, alarms)
 
 
