@@ -67,14 +67,15 @@ class PutCall:
 
 @dataclass
 class CloudWatchProxy:
-    """Forwards to moto; ``fail_next(kind, n)`` makes the next n PutMetricData calls fail with ``kind``."""
+    """Forwards to moto; ``fail_next(kind, n)`` makes the next n PutMetricData calls fail with ``kind``
+    (``kind`` None: let the call through, to fail a later one)."""
 
     url: str
     calls: list[PutCall] = field(default_factory=list)
-    faults: list[str] = field(default_factory=list)
+    faults: list[str | None] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def fail_next(self, kind: str, count: int = 1) -> None:
+    def fail_next(self, kind: str | None, count: int = 1) -> None:
         with self.lock:
             self.faults.extend([kind] * count)
 

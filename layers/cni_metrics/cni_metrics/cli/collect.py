@@ -36,7 +36,11 @@ def register(subparsers: Any) -> None:
         "--timeout", type=float, default=60.0, metavar="SECONDS", help="deadline of the run (60)"
     )
     parser.add_argument("--format", choices=("table", "json"), default="table")
-    parser.add_argument("--dry-run", action="store_true", help="print only, publish nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="print only, publish nothing (without it: one collector run configured by the environment "
+        "like the Lambda: STATE_BUCKET, PUBLISH_MODE, ...)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log per-node failures")
     parser.set_defaults(func=run)
 
@@ -101,16 +105,11 @@ def run(args: argparse.Namespace) -> int:
     from cni_metrics.collect import collect_cluster
 
     if not args.dry_run:
-        print(
-            "error: publishing needs the collector service (not wired in yet); use --dry-run to print only",
-            file=sys.stderr,
-        )
-        return 2
+        return _publish(args)
     if args.concurrency < 1:
         print("error: --concurrency must be at least 1", file=sys.stderr)
         return 2
-    session = boto3.Session(region_name=args.region) if args.region else boto3.Session()
-    region = args.region or session.region_name
+    region = args.region or boto3.Session().region_name
     if not region:
         print("error: no region: pass --region or configure one (AWS_REGION, profile)", file=sys.stderr)
         return 2
@@ -118,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     targets = [ClusterTarget(name, region, role_arn=args.role_arn) for name in dict.fromkeys(args.cluster)]
 
     def one(target: ClusterTarget) -> ClusterCollection:
+        # a session per cluster: boto3 sessions are not thread-safe
+        session = boto3.Session(region_name=target.region)
         return collect_cluster(target, session=session, concurrency=args.concurrency, deadline=deadline)
 
     with ThreadPoolExecutor(max_workers=min(4, len(targets))) as pool:
@@ -128,3 +129,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\n\n".join(_table(doc) for doc in docs))
     return 1 if any(c.status == "error" for c in collections) else 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    """One collector run (state, outbox, publishing) for the named clusters, configured like the Lambda."""
+    import os
+
+    from cni_metrics.config import ConfigError, load_settings
+    from cni_metrics.service import build_deps, run_collection
+
+    clusters = [{"name": name, "region": args.region, "role_arn": args.role_arn} for name in args.cluster]
+    event = {"clusters": [{k: v for k, v in spec.items() if v} for spec in clusters]}
+    try:
+        settings = load_settings({**os.environ, "SCRAPE_CONCURRENCY": str(args.concurrency)}, event)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = run_collection(settings, deps=build_deps(settings), remaining_seconds=args.timeout)
+    print(json.dumps(summary.to_dict(), indent=2))
+    return 0 if summary.ok else 1
