@@ -533,6 +533,10 @@ def test_cli_dry_run_prints_valid_bodies_and_writes_nothing(aws: Any, proxy: Cou
     # then the dashboard is put once
     assert proxy.writes().count("PutDashboard") == 1
     assert json.loads(aws.get_dashboard(DashboardName="cni")["DashboardBody"]) == printed["cni"]
+    # and without any cluster it refuses to empty the set
+    assert cli_main(["dashboard"]) == 2
+    assert "refusing" in capsys.readouterr().err
+    assert proxy.writes().count("PutDashboard") == 1
 
 
 def test_rendered_picture_shows_the_published_data(aws: Any, tmp_path: Path) -> None:

@@ -57,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         eks = boto3.client("eks", region_name=settings.region) if settings.discovery_tag else None
         clusters = resolve_clusters(settings, eks)
+    if not clusters and not args.dry_run:
+        print("cni-metrics dashboard: no clusters (--cluster, CLUSTER_NAMES or CLUSTER_DISCOVERY_TAG); "
+              "refusing to empty the dashboards without --dry-run", file=sys.stderr)
+        return 2
     pages = build_dashboards(clusters, settings.dashboard_options())
     for page in pages:
         validate_body(page.body)
