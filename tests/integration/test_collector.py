@@ -25,6 +25,7 @@ from typing import Any
 
 import boto3
 import pytest
+from cni_demo.truth import COUNTERS, TruthTracker
 from cni_metrics.adapters import eks_auth
 from cni_metrics.config import ConfigError
 from cni_metrics.core import catalogue
@@ -50,8 +51,6 @@ SCENARIO: dict[str, Any] = {
     ],
 }
 CLUSTERS = ["it-alpha", "it-beta"]
-GAUGES = {f.name: f.metric for f in catalogue.GAUGES if f.metric is not None}
-COUNTERS = {f.name: f.metric for f in catalogue.COUNTERS if f.metric is not None}
 # A context for a subprocess invocation (a real cold start: a fresh interpreter imports the handler).
 CHILD = """
 import importlib.util, json, sys, time
@@ -113,44 +112,6 @@ def stand_in(aws: str, fake_eks_factory: Callable[..., Any], monkeypatch: pytest
     return eks
 
 
-class Truth:
-    """What the stand-in says, accumulated over cycles (pods that left keep their last increments)."""
-
-    def __init__(self, eks: Any) -> None:
-        self.eks = eks
-        self.increments: dict[str, dict[str, dict[str, float]]] = {c: {} for c in CLUSTERS}
-        self.baseline: dict[str, dict[str, float]] = {}
-        self.scrapes: dict[str, dict[str, int]] = {c: {} for c in CLUSTERS}
-
-    def observe(self, cluster: str) -> dict[str, float]:
-        """Record a snapshot; return the gauge sums over the pods served since the previous one."""
-        gauges: dict[str, float] = defaultdict(float)
-        for pod in self.eks.truth(cluster)["pods"]:
-            self.increments[cluster][pod["uid"]] = dict(pod["increments"])
-            if pod["scrapes"] > self.scrapes[cluster].get(pod["uid"], 0) and pod["served"] is not None:
-                for family, value in pod["served"]["gauges"].items():
-                    gauges[family] += value
-            self.scrapes[cluster][pod["uid"]] = pod["scrapes"]
-        return {GAUGES[f]: v for f, v in gauges.items() if f in GAUGES}
-
-    def start_counting(self) -> None:
-        """The first collection only records baselines: increases count from here."""
-        for cluster in CLUSTERS:
-            self.baseline[cluster] = self.totals(cluster)
-
-    def totals(self, cluster: str) -> dict[str, float]:
-        out: dict[str, float] = defaultdict(float)
-        for increments in self.increments[cluster].values():
-            for family, value in increments.items():
-                if family in COUNTERS:
-                    out[COUNTERS[family]] += value
-        return out
-
-    def increases(self, cluster: str) -> dict[str, float]:
-        now, before = self.totals(cluster), self.baseline[cluster]
-        return {name: now[name] - before.get(name, 0.0) for name in now}
-
-
 def cloudwatch_sums(cluster: str, names: list[str], since: datetime) -> dict[str, float]:
     """Sum of every datum of each metric read back from CloudWatch (moto)."""
     cloudwatch = boto3.client("cloudwatch")
@@ -179,6 +140,13 @@ def delivered_by_cycle(proxy: Any) -> dict[tuple[str, int], dict[str, list[float
     return out
 
 
+def next_second(outcomes: list[dict[str, Any]]) -> None:
+    """Wait until the next collection's timestamps fall in a later second than these (cycles are told
+    apart by the whole second of their timestamp)."""
+    latest = max(datetime.fromisoformat(o["collected_at"]).timestamp() for o in outcomes if o["collected_at"])
+    time.sleep(max(0.0, math.floor(latest) + 1.02 - time.time()))
+
+
 def second(iso: str) -> int:
     return math.floor(datetime.fromisoformat(iso).timestamp())
 
@@ -187,13 +155,12 @@ def test_thirty_cycles_with_churn_failures_cold_starts_and_overlap_publish_the_t
     stand_in: Any, cloudwatch_proxy: Any
 ) -> None:
     # given the stand-in, a handler as Lambda loads it, and the truth
-    truth = Truth(stand_in)
+    truth = TruthTracker(stand_in, CLUSTERS)
     handler = load_handler()
     started = datetime.now(UTC) - timedelta(minutes=1)
     expected_gauges: dict[tuple[str, int], dict[str, float]] = {}
     statuses: list[str] = []
     for cycle in range(30):
-        begin = time.monotonic()
         if cycle in (6, 7):
             cloudwatch_proxy.fail_next("throttle", 2)  # every attempt of one call fails
         if cycle == 13:
@@ -220,7 +187,7 @@ def test_thirty_cycles_with_churn_failures_cold_starts_and_overlap_publish_the_t
             truth.start_counting()
         for cluster in CLUSTERS:
             stand_in.advance(cluster)
-        time.sleep(max(0.0, 1.05 - (time.monotonic() - begin)))  # one timestamp second per cycle
+        next_second(outcomes)
 
     # then the failures happened and were recovered, and the overlap was handled
     assert "publish_failed" in statuses
@@ -288,7 +255,7 @@ def test_emf_mode_prints_valid_documents_with_exact_gauges_and_increases(
 ) -> None:
     # given EMF mode
     monkeypatch.setenv("PUBLISH_MODE", "emf")
-    truth = Truth(stand_in)
+    truth = TruthTracker(stand_in, CLUSTERS)
     handler = load_handler()
     expected_gauges: dict[tuple[str, int], dict[str, float]] = {}
     # when four scheduled cycles run
@@ -301,7 +268,7 @@ def test_emf_mode_prints_valid_documents_with_exact_gauges_and_increases(
             truth.start_counting()
         for cluster in CLUSTERS:
             stand_in.advance(cluster)
-        time.sleep(1.05)
+        next_second(result["clusters"])
     # then stdout holds valid EMF documents, one per cluster and cycle, with exact numbers
     published: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
     for line in capsys.readouterr().out.splitlines():
