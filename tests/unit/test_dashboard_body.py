@@ -130,15 +130,17 @@ def test_a_large_fleet_is_split_and_pages_link_to_each_other() -> None:
     # and the first page's fleet row covers all 250 clusters in chunks of FLEET_CHUNK
     fleet_graphs = [w for w in pages[0].body["widgets"] if w["type"] == "metric"
                     and w["properties"]["title"].startswith("IP utilisation, every cluster")]
-    assert [len(w["properties"]["metrics"]) for w in fleet_graphs] == [FLEET_CHUNK, FLEET_CHUNK, 50]
+    assert [len(w["properties"]["metrics"]) for w in fleet_graphs] == [FLEET_CHUNK] * 5
+    assert sorted(line[3] for w in fleet_graphs for line in w["properties"]["metrics"]) == names(250)
 
 
 def test_a_thousand_clusters_still_fit_the_limits() -> None:
     # given 1000 clusters (ten times the default EKS quota per region), 45 per dashboard
     pages = build(names(1000), clusters_per_dashboard=45)
-    # then the first page makes room for its 20-widget fleet row and no page exceeds 500 widgets
+    # then the first page makes room for its fleet row (two widgets per chunk) and no page exceeds 500
     assert max(len(p.body["widgets"]) for p in pages) <= MAX_WIDGETS
-    assert len(pages[0].clusters) == (MAX_WIDGETS - 1 - 20) // WIDGETS_PER_CLUSTER
+    fleet_widgets = 2 * (1000 // FLEET_CHUNK)
+    assert len(pages[0].clusters) == (MAX_WIDGETS - 1 - fleet_widgets) // WIDGETS_PER_CLUSTER
     assert len(pages[1].body["widgets"]) == 1 + 45 * WIDGETS_PER_CLUSTER
 
 
