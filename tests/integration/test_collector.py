@@ -325,3 +325,20 @@ def test_corrupt_state_object_is_reported_and_publishes_no_increase(
     }
     assert "assignIPAddresses" in names
     assert not names & set(COUNTERS.values())
+
+
+def test_clusters_discovered_by_tag_are_collected(
+    aws: str, fake_eks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given the demo stand-in (its clusters tagged cni-metrics=enabled) and discovery by that tag only
+    for key, value in fake_eks.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("STATE_BUCKET", STATE_BUCKET)
+    monkeypatch.setenv("CLUSTER_DISCOVERY_TAG", "cni-metrics=enabled")
+    monkeypatch.setenv("READ_TIMEOUT_SECONDS", "2")
+    monkeypatch.setenv("PUBLISH_MARGIN_SECONDS", "5")
+    # when the scheduled run comes
+    result = load_handler().lambda_handler(SCHEDULED, Context())
+    # then every tagged cluster was found and collected
+    assert sorted(c["cluster"] for c in result["clusters"]) == fake_eks.clusters
+    assert {c["status"] for c in result["clusters"]} == {"ok"}
