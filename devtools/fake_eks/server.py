@@ -456,6 +456,7 @@ class FakeEks:
         app.router.add_get("/truth/clusters/{name}", self.truth)
         app.router.add_post("/truth/clusters/{name}/advance", self.advance)
         app.router.add_get("/truth/clusters/{name}/auth-failures", self.auth_failures)
+        app.router.add_post("/truth/clusters/{name}/pods/{pod}/fault", self.set_fault)
         return app
 
     async def _caller(self, request: web.Request) -> Credential | AuthError:
@@ -644,6 +645,21 @@ class FakeEks:
     async def auth_failures(self, request: web.Request) -> web.Response:
         """Why tokens were refused (the API server only ever says 401 Unauthorized)."""
         return web.json_response(self._cluster(request).auth_failures)
+
+    async def set_fault(self, request: web.Request) -> web.Response:
+        """POST {"kind": <fault kind> | null, ...params}: change one pod's fault from now on."""
+        cluster = self._cluster(request)
+        doc = await request.json()
+        kind = doc.pop("kind", None)
+        try:
+            cluster.sim.set_fault(request.match_info["pod"], kind, doc)
+        except KeyError:
+            raise web.HTTPNotFound(text='{"error": "no such pod"}', content_type="application/json") from None
+        except ValueError as exc:
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": str(exc)}), content_type="application/json"
+            ) from exc
+        return web.json_response({"pod": request.match_info["pod"], "fault": kind})
 
 
 def _bound_port(runner: web.AppRunner) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fake_eks.payload import NodeState
-from fake_eks.scenario import SERVING_FAULTS, ClusterSpec, FaultSpec, Scenario
+from fake_eks.scenario import FAULT_KINDS, SERVING_FAULTS, ClusterSpec, FaultSpec, Scenario
 
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 
@@ -327,6 +327,17 @@ class ClusterSim:
                     events["joined"].append(pod.name)
             self.resource_version += 1
         return events
+
+    def set_fault(self, pod_name: str, kind: str | None, params: dict[str, Any]) -> None:
+        """Give a pod another fault (or none); a change of its Pod object bumps the resourceVersion."""
+        if kind is not None and kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}")
+        pod = self.pods[pod_name]
+        before = (pod.phase, pod.ready)
+        pod.fault = FaultSpec(kind, params=params) if kind is not None else None
+        if (pod.phase, pod.ready) != before:
+            pod.invalidate()
+            self.resource_version += 1
 
     # -- the Kubernetes view --------------------------------------------------------------------
     def all_pods(self) -> list[tuple[str, dict[str, str], str, str, bytes | AwsNodePod]]:

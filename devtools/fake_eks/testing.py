@@ -70,6 +70,10 @@ class RunningFakeEks:
         """POST {truth_url}/clusters/{cluster}/advance; returns the pods restarted, left and joined."""
         return dict(self._call("POST", f"/clusters/{cluster}/advance", {"steps": steps}))
 
+    def set_fault(self, cluster: str, pod: str, kind: str | None, **params: Any) -> None:
+        """Give one pod a fault kind (see SCENARIOS.md) with its parameters from now on; None heals it."""
+        self._call("POST", f"/clusters/{cluster}/pods/{pod}/fault", {"kind": kind, **params})
+
     def auth_failures(self, cluster: str) -> list[dict[str, Any]]:
         """Which token rule refused each failed authentication (401s), oldest first."""
         return list(self._call("GET", f"/clusters/{cluster}/auth-failures"))

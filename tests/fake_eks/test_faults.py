@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import requests
@@ -150,3 +150,21 @@ def test_failed_faults_never_count_as_serves(faults: RunningFakeEks) -> None:
         assert pods[fault]["scrapes"] == 0
         assert pods[fault]["served"] is None
         assert pods[fault]["attempts"] >= 1
+
+
+def test_a_fault_can_be_set_and_healed_at_runtime(fake_eks_factory: Callable[..., RunningFakeEks]) -> None:
+    # given a healthy pod
+    eks = fake_eks_factory({"clusters": [{"name": "c", "nodes": 2}]})
+    name = eks.truth("c")["pods"][0]["name"]
+    # when it is made to fail, then made Pending, then healed
+    eks.set_fault("c", name, "error_500")
+    failing = kube_get(eks, "c", metrics_path(name)).status_code
+    eks.set_fault("c", name, "pending")
+    listed = {p["metadata"]["name"]: p for p in kube_get(eks, "c", PODS).json()["items"]}
+    eks.set_fault("c", name, None)
+    healed = kube_get(eks, "c", metrics_path(name)).status_code
+    # then each state shows, and only the healed scrape was a serve
+    assert failing == 500
+    assert listed[name]["status"]["phase"] == "Pending"
+    assert healed == 200
+    assert next(p for p in eks.truth("c")["pods"] if p["name"] == name)["scrapes"] == 1
