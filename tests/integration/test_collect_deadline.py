@@ -124,8 +124,3 @@ def test_cli_dry_run_prints_aggregate_and_health_and_exits_on_time(eks: RunningF
     )
     assert "k8s-aws-v1." not in done.stdout + done.stderr
 
-
-def test_cli_without_dry_run_says_publishing_is_not_there(eks: RunningFakeEks) -> None:
-    done = _cli(eks, "--cluster", "paged")
-    assert done.returncode == 2
-    assert "--dry-run" in done.stderr
