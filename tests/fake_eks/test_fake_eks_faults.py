@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 from fake_eks.testing import RunningFakeEks, start_fake_eks
-from helpers import PODS, kube_get, metrics_path, pod_by_fault
+from fake_eks_helpers import PODS, kube_get, metrics_path, pod_by_fault
 from prometheus_client.parser import text_string_to_metric_families
 
 CLUSTER = "faults"

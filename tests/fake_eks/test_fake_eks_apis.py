@@ -10,7 +10,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 from fake_eks.testing import RunningFakeEks
-from helpers import PODS, kube_get, metrics_path
+from fake_eks_helpers import PODS, kube_get, metrics_path
 from kubernetes import client as k8s
 
 CLUSTER = "demo-legacy"

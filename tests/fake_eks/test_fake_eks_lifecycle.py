@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from fake_eks.testing import start_fake_eks
-from helpers import metrics_path, pod_by_fault
+from fake_eks_helpers import metrics_path, pod_by_fault
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

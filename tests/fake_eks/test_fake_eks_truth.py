@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fake_eks.testing import RunningFakeEks
-from helpers import PODS, kube_get, metrics_path
+from fake_eks_helpers import PODS, kube_get, metrics_path
 from prometheus_client.parser import text_string_to_metric_families
 
 GAUGES = (

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import boto3
 import pytest
 from fake_eks.testing import RunningFakeEks, make_token
-from helpers import PODS, kube_get
+from fake_eks_helpers import PODS, kube_get
 
 CLUSTER = "demo-prod"
 
