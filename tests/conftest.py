@@ -36,6 +36,8 @@ def fake_eks(fake_eks_factory: FakeEksFactory) -> RunningFakeEks:
 @pytest.fixture
 def fake_eks_env(fake_eks: RunningFakeEks, monkeypatch: pytest.MonkeyPatch) -> RunningFakeEks:
     """The ``demo`` stand-in with AWS_ENDPOINT_URL_EKS/STS, credentials and region set in os.environ."""
+    for key in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
     for key, value in fake_eks.env().items():
         monkeypatch.setenv(key, value)
     return fake_eks
