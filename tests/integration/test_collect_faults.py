@@ -47,6 +47,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "huge": {"mb": 12},
 }
 CONNECT_TIMEOUT = READ_TIMEOUT = 2.0
+RETRIED = {"throttle_429", "port_blocked", "reset"}  # 429, 503 and connection errors: one retry
 
 
 def _cluster(kind: str) -> str:
@@ -96,6 +97,7 @@ def _close(a: float, b: float) -> bool:
 def test_healthy_nodes_match_truth_while_20_percent_fail(eks: RunningFakeEks, kind: str) -> None:
     # given a cluster where 3 of 15 nodes suffer this fault
     cluster = _cluster(kind)
+    attempts_before = {p["uid"]: p["attempts"] for p in eks.truth(cluster)["pods"]}
     # when it is collected
     result, elapsed = _collect(eks, cluster)
     truth = eks.truth(cluster)
@@ -138,6 +140,11 @@ def test_healthy_nodes_match_truth_while_20_percent_fail(eks: RunningFakeEks, ki
         assert {e.pod for e in result.node_errors} == {pods[uid]["name"] for uid in faulty}
     assert health.bytes_scraped > 0
     assert health.scrape_duration_ms > 0
+    # and each pod was tried once, retryable failures twice, Pending pods never
+    for uid, pod in pods.items():
+        tries = pod["attempts"] - attempts_before[uid]
+        expected_tries = 1 if uid not in faulty else {"pending": 0}.get(kind, 2 if kind in RETRIED else 1)
+        assert tries == expected_tries, (pod["name"], pod["fault"])
     if kind == "throttle_429":
         assert elapsed >= 1.0, "Retry-After honoured before the one retry"
     assert elapsed < CONNECT_TIMEOUT + READ_TIMEOUT + 3
