@@ -1,8 +1,9 @@
 """Sending a cluster's metrics to CloudWatch: the ``Publisher`` protocol and its two implementations.
 
 - ``EmfPublisher``: CloudWatch Embedded Metric Format on stdout through Powertools Metrics (Lambda's log
-  pipeline turns it into metrics): one flush per cluster and batch, dimension ``CLUSTER_ID`` only (no
-  ``service`` dimension), ``_aws.Timestamp`` = the collection time. Writing to stdout does not fail.
+  pipeline turns it into metrics): one flush per cluster, batch and dimension set (``CLUSTER_ID`` plus a
+  datum's extra ``dimensions``; no ``service`` dimension), ``_aws.Timestamp`` = the collection time.
+  Writing to stdout does not fail.
 - ``PutMetricDataPublisher``: the CloudWatch API, in calls of at most 1,000 datums and 1 MB, each datum
   with its timestamp and unit, botocore retries (standard or adaptive). A call that still fails leaves
   its datums in ``PublishResult.unpublished`` so the caller can keep them for a later run.
@@ -79,21 +80,25 @@ class EmfPublisher:
         self.namespace = namespace
 
     def publish(self, cluster: str, batches: Sequence[MetricBatch]) -> PublishResult:
-        """Write one EMF document per batch (Powertools splits beyond 100 metrics)."""
+        """Write one EMF document per batch and dimension set (Powertools splits beyond 100 metrics)."""
         result = PublishResult()
         for batch in batches:
             metrics, dropped = _finite(batch.metrics)
             result.dropped += dropped
-            if not metrics:
-                continue
-            # service="" keeps Powertools from adding a "service" dimension (POWERTOOLS_SERVICE_NAME).
-            emf = EphemeralMetrics(namespace=self.namespace, service="")
-            with self._lock:
-                emf.set_timestamp(_epoch_ms(batch.collected_at))
-                emf.add_dimension(name=DIMENSION, value=cluster)
-                for metric in metrics:
-                    emf.add_metric(name=metric.name, unit=metric.unit, value=metric.value)
-                emf.flush_metrics()
+            by_dimensions: dict[tuple[tuple[str, str], ...], list[MetricValue]] = {}
+            for metric in metrics:
+                by_dimensions.setdefault(metric.dimensions, []).append(metric)
+            for dimensions, group in by_dimensions.items():
+                # service="" keeps Powertools from adding a "service" dimension (POWERTOOLS_SERVICE_NAME).
+                emf = EphemeralMetrics(namespace=self.namespace, service="")
+                with self._lock:
+                    emf.set_timestamp(_epoch_ms(batch.collected_at))
+                    emf.add_dimension(name=DIMENSION, value=cluster)
+                    for name, value in dimensions:
+                        emf.add_dimension(name=name, value=value)
+                    for metric in group:
+                        emf.add_metric(name=metric.name, unit=metric.unit, value=metric.value)
+                    emf.flush_metrics()
             result.published += len(metrics)
         return result
 
@@ -177,11 +182,15 @@ def _epoch_ms(moment: datetime) -> int:
 def _datum(cluster: str, item: _Item) -> dict[str, Any]:
     return {
         "MetricName": item.metric.name,
-        "Dimensions": [{"Name": DIMENSION, "Value": cluster}],
+        "Dimensions": _dimensions(cluster, item.metric),
         "Timestamp": item.batch.collected_at,
         "Value": item.metric.value,
         "Unit": item.metric.unit,
     }
+
+
+def _dimensions(cluster: str, metric: MetricValue) -> list[dict[str, str]]:
+    return [{"Name": name, "Value": value} for name, value in ((DIMENSION, cluster), *metric.dimensions)]
 
 
 def _datum_size(cluster: str, batch: MetricBatch, metric: MetricValue) -> int:
@@ -189,12 +198,13 @@ def _datum_size(cluster: str, batch: MetricBatch, metric: MetricValue) -> int:
     prefix = "MetricData.member.1000."
     fields: dict[str, Any] = {
         "MetricName": metric.name,
-        "Dimensions.member.1.Name": DIMENSION,
-        "Dimensions.member.1.Value": cluster,
         "Timestamp": batch.collected_at.isoformat(),
         "Value": repr(metric.value),
         "Unit": metric.unit,
     }
+    for index, dimension in enumerate(_dimensions(cluster, metric), start=1):
+        fields[f"Dimensions.member.{index}.Name"] = dimension["Name"]
+        fields[f"Dimensions.member.{index}.Value"] = dimension["Value"]
     return sum(
         len(prefix) + len(name) + len(urllib.parse.quote(str(value))) + 2 for name, value in fields.items()
     )

@@ -187,7 +187,7 @@ def encode_document(document: StateDocument) -> bytes:
             "owner": entry.owner,
             "lease_until": _iso(entry.lease_until),
             "collected_at": _iso(entry.batch.collected_at),
-            "metrics": [[metric.name, metric.value, metric.unit] for metric in entry.batch.metrics],
+            "metrics": [_metric(metric) for metric in entry.batch.metrics],
         }
         for entry in document.outbox
     ]
@@ -226,13 +226,23 @@ def _entry(item: Any) -> OutboxEntry:
     if not isinstance(item, dict):
         raise TypeError("entry is not an object")
     metrics = []
-    for name, value, unit in _list(item["metrics"], "metrics"):
-        if not isinstance(name, str) or unit not in _UNITS or isinstance(value, bool):
+    for raw in _list(item["metrics"], "metrics"):
+        # [name, value, unit] or, with extra dimensions, [name, value, unit, [[dimension, value], ...]]
+        name, value, unit, *rest = _list(raw, "metric")
+        if not isinstance(name, str) or unit not in _UNITS or isinstance(value, bool) or len(rest) > 1:
             raise ValueError(f"bad metric {name!r}")
-        metrics.append(MetricValue(name, float(value), unit))
+        dimensions = tuple((str(d), str(v)) for d, v in _list(rest[0], "dimensions")) if rest else ()
+        metrics.append(MetricValue(name, float(value), unit, dimensions))
     batch = MetricBatch(str(item["id"]), _required_time(item["collected_at"]), tuple(metrics))
     owner = item.get("owner")
     return OutboxEntry(batch, None if owner is None else str(owner), _time(item.get("lease_until")))
+
+
+def _metric(metric: MetricValue) -> list[Any]:
+    fields: list[Any] = [metric.name, metric.value, metric.unit]
+    if metric.dimensions:
+        fields.append([list(pair) for pair in metric.dimensions])
+    return fields
 
 
 def _list(value: Any, what: str) -> list[Any]:

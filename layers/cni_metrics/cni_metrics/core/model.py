@@ -54,11 +54,16 @@ class NodeInput:
 
 @dataclass(frozen=True, slots=True)
 class MetricValue:
-    """One number to publish for a cluster, under its CloudWatch name and unit."""
+    """One number to publish for a cluster, under its CloudWatch name and unit.
+
+    ``dimensions``: (name, value) pairs published besides ``CLUSTER_ID`` (e.g. ``AvailabilityZone``);
+    empty for cluster-level numbers.
+    """
 
     name: str
     value: float
     unit: Unit = "Count"
+    dimensions: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -75,10 +80,19 @@ class PodState:
 
 @dataclass(slots=True)
 class ClusterState:
-    """Counter baselines of one cluster, persisted between invocations."""
+    """Counter baselines of one cluster, persisted between invocations, and the recent assigned-IP history."""
 
     collected_at: datetime
     pods: dict[str, PodState] = field(default_factory=dict)
+    history: list[HistoryPoint] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPoint:
+    """One past collection's cluster-wide assigned IPs (the time-to-exhaustion trend)."""
+
+    at: datetime
+    assigned: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,11 @@ Layout (version 1)::
 
     {"v": 1, "t": <collected_at, epoch µs>, "f": [counter family, ...],
      "p": {<pod key>: [<started_at µs | null>, <restart count | null>, [<value | null per "f">],
-                       <latency sum | null>, <latency count | null>]}}
+                       <latency sum | null>, <latency count | null>]},
+     "h": [[<epoch µs>, <assigned IPs>], ...]}
+
+``h`` (the recent assigned-IP history, oldest first) is optional: written only when not empty, and a
+document without it (written before it existed) loads with an empty history.
 
 Family names are written once in ``f`` and each pod's counters are a positional list, so a pod costs
 about its key plus a dozen numbers. Times are UTC epoch microseconds (naive datetimes are taken as UTC;
@@ -18,7 +22,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cni_metrics.core.model import ClusterState, PodState
+from cni_metrics.core.model import ClusterState, HistoryPoint, PodState
 
 VERSION = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -61,7 +65,9 @@ def dump_state(state: ClusterState) -> bytes:
             _optional(pod.latency_sum),
             _optional(pod.latency_count),
         ]
-    doc = {"v": VERSION, "t": _micros(state.collected_at), "f": families, "p": pods}
+    doc: dict[str, Any] = {"v": VERSION, "t": _micros(state.collected_at), "f": families, "p": pods}
+    if state.history:
+        doc["h"] = [[_micros(point.at), _number(point.assigned)] for point in state.history]
     return json.dumps(doc, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
 
 
@@ -135,4 +141,17 @@ def load_state(data: bytes) -> ClusterState:
     return ClusterState(
         collected_at=_time(doc.get("t"), "collection time"),
         pods={key: _pod(key, entry, families) for key, entry in pods.items()},
+        history=_history(doc.get("h", [])),
     )
+
+
+def _history(raw: Any) -> list[HistoryPoint]:
+    if not isinstance(raw, list):
+        raise StateError("'h' is not a list")
+    points = []
+    for index, entry in enumerate(raw):
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise StateError(f"history point {index}: expected [time, assigned]")
+        at = _time(entry[0], f"history point {index} time")
+        points.append(HistoryPoint(at, _float(entry[1], f"history point {index} assigned")))
+    return points
