@@ -12,7 +12,7 @@ SAM := $(SAM_VENV)/bin/sam
 export AWS_EC2_METADATA_DISABLED := true
 export SAM_CLI_TELEMETRY := 0
 # sam runs with Python 3.13 on PATH (BuildMethod python3.13). Local runs need the host's architecture
-# (the layer holds compiled wheels): build-local builds for it into .aws-sam/local, while
+# (the layer holds compiled wheels): build-local builds for it into .aws-sam/local/build, while
 # build makes the deployable artifact (.aws-sam/build, the template's arm64) that `sam deploy` uses.
 SAM_ENV := PATH="$(dir $(PYTHON313)):$$PATH" PYENV_VERSION=3.13.0
 HOST_ARCH := $(shell uname -m | sed -e 's/aarch64/arm64/')
@@ -73,8 +73,10 @@ validate: venv $(SAM_VENV)/.installed
 build: $(SAM_VENV)/.installed
 	$(SAM_ENV) $(SAM) build --cached
 
+# Run from .aws-sam/local: sam keeps its dependency cache in ./.aws-sam/deps and prunes entries of other builds.
 build-local: $(SAM_VENV)/.installed
-	$(SAM_ENV) $(SAM) build --cached --build-dir .aws-sam/local --cache-dir .aws-sam/local-cache \
+	mkdir -p .aws-sam/local && cd .aws-sam/local && $(SAM_ENV) ../../$(SAM) build --cached \
+		--template-file ../../template.yaml --build-dir build --cache-dir cache \
 		--parameter-overrides Architecture=$(HOST_ARCH)
 
 invoke: venv build-local

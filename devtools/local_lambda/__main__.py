@@ -37,8 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--stand-ins", metavar="SCENARIO",
                      help="start moto and the fake EKS (this scenario) on free ports and point the function "
                           "at them (the env-vars file's endpoints and credentials are replaced)")
-    run.add_argument("--build-dir", type=Path, default=Path(".aws-sam/local"),
-                     help="sam build output (default .aws-sam/local, see `make build-local`)")
+    run.add_argument("--build-dir", type=Path, default=Path(".aws-sam/local/build"),
+                     help="sam build output (default .aws-sam/local/build: `make build-local`)")
     run.add_argument("--quiet", action="store_true", help="do not echo the function's log lines")
     args = parser.parse_args(argv)
     try:

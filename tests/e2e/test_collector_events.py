@@ -26,7 +26,7 @@ from local_lambda.stand_ins import StandIns, started
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-BUILD_DIR = REPO / ".aws-sam" / "local"
+BUILD_DIR = REPO / ".aws-sam" / "local" / "build"
 ENV_FILE = REPO / "events" / "env.json"
 EVENTS = sorted(path for path in (REPO / "events").glob("*.json") if path.name != "env.json")
 FUNCTION = "CollectorFunction"
