@@ -22,6 +22,7 @@ from cni_metrics.adapters.eks_auth import (
     ClusterAccessError,
     ClusterTarget,
     TokenProvider,
+    forget_endpoint,
     redact,
     resolve_endpoint,
 )
@@ -131,6 +132,7 @@ def collect_cluster(
             max_payload_bytes=max_payload_bytes,
         ))
     except (ClusterAccessError, DiscoveryError) as exc:
+        forget_endpoint(target)  # a recreated cluster has a new endpoint and CA: describe it again next time
         result = _failed(target, health, redact(str(exc)), collected_at)
     except Exception as exc:  # a cluster must never crash the job
         logger.exception("collection of cluster %s failed unexpectedly", target.name)

@@ -178,6 +178,12 @@ def resolve_endpoint(target: ClusterTarget, session: boto3.Session) -> ClusterEn
     return cached
 
 
+def forget_endpoint(target: ClusterTarget) -> None:
+    """Drop the cached DescribeCluster answer of ``target`` (after a failure: the cluster may be new)."""
+    with _CLUSTER_INFO_LOCK:
+        _CLUSTER_INFO.pop((target.region, target.name, target.role_arn), None)
+
+
 def _describe_cluster(target: ClusterTarget, session: boto3.Session) -> ClusterEndpoint:
     if target.role_arn is not None:
         creds = credentials_for(target, session)
