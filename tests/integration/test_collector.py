@@ -185,6 +185,8 @@ def test_thirty_cycles_with_churn_failures_cold_starts_and_overlap_publish_the_t
                 expected_gauges[(cluster, second(outcome["collected_at"]))] = gauges
         if cycle == 0:
             truth.start_counting()
+            # the error_500 and the garbage-serving (bad payload) nodes fail; nothing else does
+            assert {c["cluster"]: c["failures"] for c in outcomes} == {"it-alpha": 2, "it-beta": 0}
         for cluster in CLUSTERS:
             stand_in.advance(cluster)
         next_second(outcomes)
@@ -299,7 +301,7 @@ def test_bad_event_or_configuration_changes_nothing(stand_in: Any, monkeypatch: 
     assert boto3.client("cloudwatch").list_metrics(Namespace="Kubernetes")["Metrics"] == []
 
 
-def test_corrupt_state_object_is_reported_and_publishes_no_increase(
+def test_corrupt_or_missing_state_is_reported_and_publishes_no_increase(
     stand_in: Any, cloudwatch_proxy: Any
 ) -> None:
     # given a first run, then a corrupted state object for one cluster
@@ -307,24 +309,27 @@ def test_corrupt_state_object_is_reported_and_publishes_no_increase(
     handler.lambda_handler(SCHEDULED, Context())
     key = "cni-metrics/state/it-alpha.json"
     boto3.client("s3").put_object(Bucket=STATE_BUCKET, Key=key, Body=b'{"format": "cni-metrics-state", "vers')
+    boto3.client("s3").delete_object(Bucket=STATE_BUCKET, Key="cni-metrics/state/it-beta.json")
     for cluster in CLUSTERS:
         stand_in.advance(cluster)
     calls_before = len(cloudwatch_proxy.delivered)
     # when the next run comes
     result = handler.lambda_handler(SCHEDULED, Context())
-    # then that cluster is rebaselined with a clear error and no counter increase; the other is fine
+    # then the corrupt one is rebaselined with a clear error, the missing one starts again as a first
+    # run; both publish gauges and no counter increase
     alpha, beta = sorted(result["clusters"], key=lambda c: c["cluster"])
     assert alpha["status"] == "rebaselined"
     assert f"corrupt state object s3://{STATE_BUCKET}/{key}" in alpha["error"]
-    assert beta["status"] == "ok"
-    names = {
-        d["MetricName"]
-        for call in cloudwatch_proxy.delivered[calls_before:]
-        for d in call.datums
-        if d["Dimensions"][0]["Value"] == "it-alpha"
-    }
-    assert "assignIPAddresses" in names
-    assert not names & set(COUNTERS.values())
+    assert (beta["status"], beta["state"]) == ("ok", "created")
+    for cluster in CLUSTERS:
+        names = {
+            d["MetricName"]
+            for call in cloudwatch_proxy.delivered[calls_before:]
+            for d in call.datums
+            if d["Dimensions"][0]["Value"] == cluster
+        }
+        assert "assignIPAddresses" in names
+        assert not names & set(COUNTERS.values())
 
 
 def test_clusters_discovered_by_tag_are_collected(

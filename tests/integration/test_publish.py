@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from cni_metrics.adapters import eks_auth
 from cni_metrics.adapters.publishers import MetricBatch, PutMetricDataPublisher
 from cni_metrics.cli import main as cli_main
 from cni_metrics.core.model import MetricValue
@@ -70,7 +71,9 @@ def test_call_failing_after_retries_returns_its_datums_and_the_rest_is_published
 def test_collect_command_without_dry_run_publishes_through_the_service(
     aws: str, fake_eks: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # given the demo stand-in, moto and the collector's configuration in the environment
+    # given the demo stand-in, moto and the collector's configuration in the environment (and no
+    # endpoint cached by an earlier test in this process)
+    eks_auth.clear_caches()
     for key, value in fake_eks.env().items():
         monkeypatch.setenv(key, value)
     for key, value in {"STATE_BUCKET": "cni-metrics-test-state", "PUBLISH_MODE": "putmetricdata",
