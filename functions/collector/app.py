@@ -52,9 +52,14 @@ def _traced(handler: Callable[[Any, LambdaContext], dict[str, Any]]) -> Callable
     """The handler, wrapped by the Powertools Tracer only when tracing is enabled (it costs ~250 ms)."""
     if os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() != "false":
         return handler
-    from aws_lambda_powertools import Tracer
+    try:
+        from aws_lambda_powertools import Tracer
 
-    wrapped: Callable[..., dict[str, Any]] = Tracer().capture_lambda_handler(handler)
+        tracer = Tracer()
+    except ImportError:  # the layer installs aws-lambda-powertools[parser] only
+        logger.warning("tracing requested but aws-xray-sdk is not installed; running untraced")
+        return handler
+    wrapped: Callable[..., dict[str, Any]] = tracer.capture_lambda_handler(handler)
     return wrapped
 
 
