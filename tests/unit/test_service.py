@@ -6,14 +6,15 @@ simulated aws-node pods really made (as of their last successful scrape), whatev
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from cni_metrics.adapters.publishers import MetricBatch, PublishResult
-from cni_metrics.adapters.state_store import InMemoryStateStore, decode_document
+from cni_metrics.adapters.state_store import InMemoryStateStore, StateStoreError, decode_document
 from cni_metrics.collect import ClusterCollection, CollectionHealth
 from cni_metrics.config import ClusterSpec, Settings, load_settings
 from cni_metrics.core.model import MetricValue, NodeInput, NodeMetrics
@@ -428,3 +429,53 @@ def test_clusters_are_processed_within_the_concurrency_bound(concurrency: str) -
     # then every cluster has an outcome, in the configured order
     assert [c.cluster for c in summary.clusters] == names
     assert summary.to_dict()["ok"] is True
+
+
+class FailingSettleStore(InMemoryStateStore):
+    """Accepts claims but refuses every later write of the same run (a settle that never lands)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_settle = False
+        self.claimed: set[tuple[str, str]] = set()
+
+    def save(self, cluster: str, body: bytes, *, if_match: str | None) -> str:
+        writer = json.loads(body)["writer"]
+        if self.fail_settle and (cluster, writer) in self.claimed:
+            raise StateStoreError("s3 unavailable")
+        self.claimed.add((cluster, writer))
+        return super().save(cluster, body, if_match=if_match)
+
+
+def test_settle_that_never_lands_is_the_documented_at_least_once_window() -> None:
+    # given a baseline, and a store that will refuse this run's settle writes
+    world = World("alpha")
+    world.store = FailingSettleStore()
+    world.run()
+    world.clock.advance(60)
+    world.clusters["alpha"].step()
+    world.store.fail_settle = True
+    # when a run publishes but cannot settle
+    outcome = world.outcome(world.run(remaining=120), "alpha")
+    assert (outcome.status, outcome.state) == ("ok", "unsettled")
+    published = world.publisher.total("alpha")
+    # then after its lease a later run publishes those datums again: counted twice, never lost
+    world.store.fail_settle = False
+    world.clock.advance(200)
+    world.run()
+    assert world.publisher.total("alpha") == 2 * published == 2 * world.clusters["alpha"].true_increase()
+
+
+def test_failed_discovery_is_reported_and_configured_clusters_still_run() -> None:
+    # given a configured cluster and discovery by tag that fails
+    world = World("alpha")
+    world.settings = settings("alpha", CLUSTER_DISCOVERY_TAG="team=net")
+
+    def discover(tag: tuple[str, str]) -> list[ClusterSpec]:
+        raise RuntimeError(f"AccessDenied listing clusters tagged {tag[0]}={tag[1]}")
+
+    deps = world.deps()
+    summary = run_collection(world.settings, deps=replace(deps, discover=discover), remaining_seconds=300)
+    # then discovery is an error outcome and the configured cluster is collected
+    assert [(c.cluster, c.status) for c in summary.clusters] == [("(discovery)", "error"), ("alpha", "ok")]
+    assert "AccessDenied listing clusters tagged team=net" in (summary.clusters[0].error or "")
