@@ -209,21 +209,25 @@ def test_thirty_cycles_with_churn_failures_cold_starts_and_overlap_publish_the_t
 
 
 def emf_datums(doc: dict[str, Any]) -> list[tuple[str, int, str, float]]:
-    """(cluster, timestamp ms, name, value) of an EMF document, checking the specification's structure."""
+    """(cluster, timestamp ms, name, value) of an EMF document's cluster-level metrics (dimension set
+    exactly ``CLUSTER_ID``), checking the specification's structure on the way."""
     meta = doc["_aws"]
     assert isinstance(meta["Timestamp"], int)
-    (directive,) = meta["CloudWatchMetrics"]
-    assert directive["Namespace"] == "Kubernetes"
-    assert directive["Dimensions"] == [["CLUSTER_ID"]]
-    assert isinstance(doc["CLUSTER_ID"], str)
     assert "service" not in doc
     out = []
-    for metric in directive["Metrics"]:
-        assert metric["Unit"] == catalogue.unit_of(metric["Name"])
-        value = doc[metric["Name"]]  # a number, or an array of numbers (Powertools writes one-item arrays)
-        (number,) = value if isinstance(value, list) else [value]
-        assert isinstance(number, float | int)
-        out.append((doc["CLUSTER_ID"], meta["Timestamp"], metric["Name"], float(number)))
+    for directive in meta["CloudWatchMetrics"]:
+        assert directive["Namespace"] == "Kubernetes"
+        assert all(dims[0] == "CLUSTER_ID" for dims in directive["Dimensions"])
+        for dims in directive["Dimensions"]:
+            assert all(isinstance(doc[name], str) for name in dims)
+        for metric in directive["Metrics"]:
+            value = doc[metric["Name"]]  # a number, or an array (Powertools writes one-item arrays)
+            (number,) = value if isinstance(value, list) else [value]
+            assert isinstance(number, float | int)
+            assert metric["Unit"] in ("Count", "Percent", "Milliseconds", "Bytes")
+            if directive["Dimensions"] == [["CLUSTER_ID"]]:
+                assert metric["Unit"] == catalogue.unit_of(metric["Name"])
+                out.append((doc["CLUSTER_ID"], meta["Timestamp"], metric["Name"], float(number)))
     return out
 
 
