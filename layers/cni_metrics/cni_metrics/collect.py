@@ -35,6 +35,7 @@ from cni_metrics.adapters.scraper import (
     ScrapeResult,
     ScrapeSettings,
 )
+from cni_metrics.capacity.sources import CapacitySources, read_sources
 from cni_metrics.core.model import MetricValue, NodeInput
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class ClusterCollection:
 
     ``nodes``: the nodes scraped and parsed. ``failed_keys``: pod UIDs that exist but failed this time
     (the aggregator's ``carry_over``). ``collected_at``: wall-clock time the collection started.
+    ``capacity``: node zones, ENIConfig and subnet headroom (None when no pod was found).
     """
 
     cluster: str
@@ -101,6 +103,7 @@ class ClusterCollection:
     health: CollectionHealth
     node_errors: list[NodeError]
     collected_at: datetime
+    capacity: CapacitySources | None = None
 
 
 def collect_cluster(
@@ -171,6 +174,9 @@ def _collect(
             timeout=(min(settings.connect_timeout, remaining), min(settings.read_timeout, remaining)),
             deadline=deadline,
         )
+        remaining = max(0.05, deadline - clock())
+        timeouts = (min(settings.connect_timeout, remaining), min(settings.read_timeout, remaining))
+        sources = read_sources(api, target, session, timeouts) if pods else None
     finally:
         api.rest_client.pool_manager.clear()
     health.nodes_total = len(pods)
@@ -194,9 +200,11 @@ def _collect(
             failed.append(result)
             continue
         pod = by_key[result.key]
+        info = sources.nodes.get(pod.node_name or "") if sources is not None else None
         nodes.append(NodeInput(
             key=pod.uid, name=pod.name, metrics=result.metrics, started_at=pod.started_at,
             restart_count=pod.restart_count, node_name=pod.node_name,
+            zone=info.zone if info else None, instance_type=info.instance_type if info else None,
         ))
     reasons = Counter(str(result.reason) for result in failed)
     health.nodes_scraped = len(nodes)
@@ -211,7 +219,7 @@ def _collect(
         what = "RBAC denies pods/proxy" if first.reason == "forbidden" else "the API server refuses the token"
         error = f"{what} in cluster {target.name}: {first.message}"
     return ClusterCollection(
-        target.name, status, error, nodes, {r.key for r in failed}, health, node_errors, collected_at
+        target.name, status, error, nodes, {r.key for r in failed}, health, node_errors, collected_at, sources
     )
 
 
@@ -225,6 +233,8 @@ def _log(result: ClusterCollection) -> None:
         result.cluster, result.status, health.nodes_total, health.nodes_scraped, health.nodes_failed,
         health.failed_by_reason, health.nodes_skipped, health.scrape_duration_ms, health.bytes_scraped,
     )
+    for problem in result.capacity.errors if result.capacity is not None else ():
+        logger.warning("cluster %s: capacity numbers incomplete: %s", result.cluster, problem)
     for error in result.node_errors[:20]:
         logger.debug(
             "cluster %s: pod %s failed (%s): %s", result.cluster, error.pod, error.reason, error.message

@@ -60,6 +60,7 @@ from cni_metrics.adapters.state_store import (
     decode_document,
     encode_document,
 )
+from cni_metrics.capacity.core import Capacity, capacity
 from cni_metrics.collect import ClusterCollection, CollectionHealth, collect_cluster
 from cni_metrics.config import ClusterSpec, Settings
 from cni_metrics.core import catalogue
@@ -76,6 +77,7 @@ SETTLE_ATTEMPTS = 5
 CLAIM_ATTEMPTS = 3
 _COUNTER_METRICS = frozenset(family.metric for family in catalogue.COUNTERS if family.metric is not None)
 
+CAPACITY_MESSAGE = "nodes nearest IP exhaustion"
 Status = Literal["ok", "no_aws_node_pods", "error", "superseded", "timeout", "publish_failed", "rebaselined"]
 StateOutcome = Literal["created", "updated", "merged", "unchanged", "conflict", "error", "unsettled"]
 
@@ -291,6 +293,7 @@ def _after_conflict(
     )
     kept, taken = _split_outbox(document.outbox, run.deps.clock(), cluster)
     counters = [metric for metric in result.metrics if metric.name in _COUNTER_METRICS]
+    result.state.history = current.history
     return reloaded.etag, result.state, kept, taken, counters
 
 
@@ -348,7 +351,9 @@ def _metrics_and_state(
     """This collection's datums and the new baselines.
 
     A failed collection (status ``error``, or every node failed) publishes its health numbers only and
-    keeps the previous baselines: no gauge is summed over zero nodes.
+    keeps the previous baselines: no gauge is summed over zero nodes. A usable one adds the capacity
+    numbers (``cni_metrics.capacity``), keeps their history in the state and logs the nodes nearest
+    exhaustion.
     """
     health = collection.health.to_metrics()
     if not _usable(collection):
@@ -365,7 +370,39 @@ def _metrics_and_state(
         # collection: it started since, so all of its counts are new. A zero baseline keeps them.
         for key in collection.failed_keys - previous.pods.keys() - result.state.pods.keys():
             result.state.pods[key] = PodState(key, None, None, {}, 0.0, 0.0)
-    return [*result.metrics, *health], result.state
+    sources = collection.capacity
+    cap = capacity(
+        collection.nodes,
+        sources.subnets if sources is not None else None,
+        sources.pod_subnet_ids if sources is not None else (),
+        previous.history if previous is not None else [],
+        now=collection.collected_at,
+        threshold_pct=settings.exhaustion_threshold_pct,
+    )
+    result.state.history = cap.history
+    _log_capacity(collection.cluster, cap, settings.exhaustion_threshold_pct)
+    return [*result.metrics, *cap.metrics, *health], result.state
+
+
+def _log_capacity(cluster: str, cap: Capacity, threshold_pct: float) -> None:
+    """One structured record per cluster and run: the nodes nearest exhaustion (dashboard log widget)."""
+    plain = {m.name: m.value for m in cap.metrics if not m.dimensions}
+    nearest = "; ".join(
+        f"{n.node} {n.instance_type or '?'} {n.zone or '?'} {n.assigned:g}/{n.held:g}/{n.maximum:g}"
+        for n in cap.top
+    )
+    logger.info(CAPACITY_MESSAGE, extra={
+        "cluster": cluster,
+        "capacity": {
+            "nodesNearIPExhaustion": cap.near,
+            "thresholdPct": threshold_pct,
+            "remainingIPAddresses": cap.remaining,
+            "hoursToIPExhaustion": cap.hours,
+            "minSubnetAvailableIPAddresses": plain.get("minSubnetAvailableIPAddresses"),
+            "topNodes": [n.as_record() for n in cap.top],
+        },
+        "nearest": nearest,
+    })
 
 
 def _settle(run: _Run, cluster: str, etag: str, claim: StateDocument, result: PublishResult) -> bool:

@@ -14,7 +14,7 @@ from typing import Literal
 from cni_metrics.core.model import Unit
 
 Kind = Literal["gauge", "counter", "summary", "histogram", "info"]
-Source = Literal["gauge", "counter", "derived", "health"]
+Source = Literal["gauge", "counter", "derived", "health", "capacity"]
 
 ASSIGNED_IPS = "awscni_assigned_ip_addresses"
 TOTAL_IPS = "awscni_total_ip_addresses"
@@ -115,6 +115,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("nodesSkipped", "Count", "health", "aws-node pods not scraped (not running, deadline)"),
     Metric("scrapeDurationMs", "Milliseconds", "health", "wall time of the cluster's scrape"),
     Metric("bytesScraped", "Bytes", "health", "payload bytes received"),
+    # capacity (cni_metrics.capacity); per-zone copies of the gauges carry an AvailabilityZone dimension
+    Metric("availableSubnetIPAddresses", "Count", "capacity", "per subnet: EC2 AvailableIpAddressCount"),
+    Metric("availableSubnetPrefixesMax", "Count", "capacity", "per subnet: available // 16 (upper bound)"),
+    Metric("minSubnetAvailableIPAddresses", "Count", "capacity", "smallest availableSubnetIPAddresses"),
+    Metric("remainingIPAddresses", "Count", "capacity", "min(Σ max - assigned, Σ subnet available + Σ warm)"),
+    Metric("hoursToIPExhaustion", "Count", "capacity", "remaining / least-squares slope of assigned (IPs/h)"),
 )
 
 METRICS_BY_NAME: Mapping[str, Metric] = MappingProxyType({m.name: m for m in METRICS})

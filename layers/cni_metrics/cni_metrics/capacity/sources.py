@@ -1,0 +1,170 @@
+"""Where capacity numbers come from besides the scrape: node zones, ENIConfigs and subnets.
+
+- Nodes (``GET /api/v1/nodes``, RBAC ``list nodes``): zone (``topology.kubernetes.io/zone``) and instance
+  type (``node.kubernetes.io/instance-type``) per node name.
+- ENIConfigs (``GET /apis/crd.k8s.amazonaws.com/v1alpha1/eniconfigs``, RBAC ``list eniconfigs``): the
+  subnets of custom networking; a cluster without the CRD (404) has none.
+- Subnets: the cluster's (``eks:DescribeCluster`` ``resourcesVpcConfig.subnetIds``) and the ENIConfigs',
+  read with ``ec2:DescribeSubnets`` (AvailableIpAddressCount, zone, CIDR). Pods draw from the ENIConfig
+  subnets when there are any (custom networking), else from the cluster's.
+
+``read_sources`` never raises: each part that fails is reported in ``errors`` and left empty (None for
+subnets), so a missing permission costs only the numbers that need it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from kubernetes.client.api_client import ApiClient
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from cni_metrics.adapters.eks_auth import ClusterTarget, credentials_for
+from cni_metrics.capacity.core import Subnet
+
+ZONE_LABELS = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone")
+INSTANCE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
+ENICONFIG_PATH = "/apis/crd.k8s.amazonaws.com/v1alpha1/eniconfigs"
+PAGE_SIZE = 500
+_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"})
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """What the Node object says about a node."""
+
+    zone: str | None
+    instance_type: str | None
+
+
+@dataclass(slots=True)
+class CapacitySources:
+    """Node zones by node name, the subnets read (None: unknown), and what could not be read."""
+
+    nodes: dict[str, NodeInfo] = field(default_factory=dict)
+    subnets: list[Subnet] | None = None
+    pod_subnet_ids: frozenset[str] = frozenset()
+    errors: list[str] = field(default_factory=list)
+
+
+class SourceError(Exception):
+    """A capacity source could not be read; the message is safe to log."""
+
+
+def _get(api: ApiClient, path: str, query: list[tuple[str, str | int]], timeout: tuple[float, float]
+         ) -> dict[str, Any]:
+    request = api.param_serialize(
+        method="GET", resource_path=path, query_params=query,
+        header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+    )
+    response: Any = api.call_api(*request, _request_timeout=timeout)
+    response.read()
+    if not 200 <= response.status <= 299:
+        raise ApiException.from_response(http_resp=response, body=None, data=None)
+    document: dict[str, Any] = json.loads(response.data)
+    return document
+
+
+def _list_all(api: ApiClient, path: str, timeout: tuple[float, float]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        query: list[tuple[str, str | int]] = [("limit", PAGE_SIZE)]
+        if token:
+            query.append(("continue", token))
+        page = _get(api, path, query, timeout)
+        items.extend(page.get("items") or ())
+        token = (page.get("metadata") or {}).get("continue") or None
+        if token is None:
+            return items
+
+
+def _label(labels: dict[str, str], keys: tuple[str, ...]) -> str | None:
+    return next((labels[key] for key in keys if labels.get(key)), None)
+
+
+def list_nodes(api: ApiClient, timeout: tuple[float, float]) -> dict[str, NodeInfo]:
+    """Zone and instance type of every node, by node name."""
+    out = {}
+    for item in _list_all(api, "/api/v1/nodes", timeout):
+        metadata = item.get("metadata") or {}
+        labels = metadata.get("labels") or {}
+        info = NodeInfo(_label(labels, ZONE_LABELS), _label(labels, INSTANCE_TYPE_LABELS))
+        out[str(metadata.get("name"))] = info
+    return out
+
+
+def eniconfig_subnets(api: ApiClient, timeout: tuple[float, float]) -> set[str]:
+    """Subnet IDs named by ENIConfig objects (none when the CRD is not installed)."""
+    try:
+        items = _list_all(api, ENICONFIG_PATH, timeout)
+    except ApiException as exc:
+        if exc.status == 404:
+            return set()
+        raise
+    return {str(item["spec"]["subnet"]) for item in items if (item.get("spec") or {}).get("subnet")}
+
+
+def _session(target: ClusterTarget, session: boto3.Session) -> boto3.Session:
+    if target.role_arn is None:
+        return session
+    creds = credentials_for(target, session)
+    return boto3.Session(aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
+                         aws_session_token=creds.token, region_name=target.region)
+
+
+def cluster_subnet_ids(target: ClusterTarget, session: boto3.Session) -> set[str]:
+    """``resourcesVpcConfig.subnetIds`` of the cluster (eks:DescribeCluster)."""
+    eks: Any = _session(target, session).client("eks", region_name=target.region, config=_CLIENT_CONFIG)
+    cluster = eks.describe_cluster(name=target.name)["cluster"]
+    return set(cluster.get("resourcesVpcConfig", {}).get("subnetIds") or ())
+
+
+def describe_subnets(target: ClusterTarget, session: boto3.Session, ids: set[str]) -> list[Subnet]:
+    """Free addresses, zone and CIDR of each subnet (ec2:DescribeSubnets)."""
+    if not ids:
+        return []
+    ec2: Any = _session(target, session).client("ec2", region_name=target.region, config=_CLIENT_CONFIG)
+    subnets = []
+    for page in ec2.get_paginator("describe_subnets").paginate(SubnetIds=sorted(ids)):
+        for raw in page.get("Subnets", []):
+            subnets.append(Subnet(str(raw["SubnetId"]), str(raw.get("AvailabilityZone", "")),
+                                  int(raw.get("AvailableIpAddressCount", 0)), str(raw.get("CidrBlock", ""))))
+    return subnets
+
+
+def read_sources(api: ApiClient, target: ClusterTarget, session: boto3.Session,
+                 timeout: tuple[float, float]) -> CapacitySources:
+    """Nodes, ENIConfig subnets and subnet headroom; failures are reported in ``errors``, never raised."""
+    sources = CapacitySources()
+    try:
+        sources.nodes = list_nodes(api, timeout)
+    except (ApiException, HTTPError, OSError, ValueError) as exc:
+        sources.errors.append(f"listing nodes: {_describe(exc)}")
+    custom: set[str] = set()
+    try:
+        custom = eniconfig_subnets(api, timeout)
+    except (ApiException, HTTPError, OSError, ValueError, KeyError, TypeError) as exc:
+        sources.errors.append(f"listing ENIConfigs: {_describe(exc)}")
+    try:
+        own = cluster_subnet_ids(target, session)
+        sources.subnets = describe_subnets(target, session, own | custom)
+        sources.pod_subnet_ids = frozenset(custom or own)
+    except (ClientError, BotoCoreError) as exc:
+        sources.errors.append(f"reading subnets: {_describe(exc)}")
+    return sources
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ApiException):
+        return f"HTTP {exc.status} {exc.reason}"
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'Error')}: {error.get('Message', '')}"
+    return f"{type(exc).__name__}: {exc}"
