@@ -170,3 +170,35 @@ def test_make_invoke_command_runs_the_scheduled_event(built: None) -> None:
     assert sorted(c["cluster"] for c in summary["clusters"]) == ["demo-legacy", "demo-prod", "demo-staging"]
     secret = read_env_file(ENV_FILE, FUNCTION).get("AWS_SECRET_ACCESS_KEY", "")
     assert not secret or secret not in done.stdout + done.stderr
+
+
+def _emf_documents(logs: str) -> list[dict[str, Any]]:
+    documents = []
+    for line in logs.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            documents.append(json.loads(line))
+    return documents
+
+
+def test_emf_mode_prints_gauges_equal_to_the_truth(stand_ins: StandIns) -> None:
+    # Given the scheduled event and the collector in EMF mode
+    event = REPO / "events" / "scheduled.json"
+
+    # When it runs once
+    result = invoke_built(BUILD_DIR, FUNCTION, event.read_bytes(), ENV_FILE,
+                          {**stand_ins.variables, "PUBLISH_MODE": "emf"}, log_stream=None)
+    outcomes = _outcomes(result)
+
+    # Then its log holds EMF documents with CLUSTER_ID as the only dimension, and per cluster the gauge
+    # values equal the truth's sums
+    values: dict[str, dict[str, float]] = defaultdict(dict)
+    for document in _emf_documents(result.logs):
+        (directive,) = document["_aws"]["CloudWatchMetrics"]
+        assert directive["Dimensions"] == [["CLUSTER_ID"]]
+        for metric in directive["Metrics"]:
+            value = document[metric["Name"]]  # the EMF specification allows a value or an array of them
+            values[document["CLUSTER_ID"]][metric["Name"]] = sum(value) if isinstance(value, list) else value
+    assert sorted(values) == sorted(outcomes)
+    for cluster in outcomes:
+        expected = _truth_gauges(stand_ins.eks.truth(cluster))
+        assert {name: values[cluster][name] for name in expected} == pytest.approx(expected), cluster
