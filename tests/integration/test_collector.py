@@ -103,7 +103,7 @@ def stand_in(aws: str, fake_eks_factory: Callable[..., Any], monkeypatch: pytest
         "PUBLISH_MODE": "putmetricdata",
         "PUBLISH_MAX_ATTEMPTS": "2",
         "CONNECT_TIMEOUT_SECONDS": "1",
-        "READ_TIMEOUT_SECONDS": "2",
+        "READ_TIMEOUT_SECONDS": "5",
         "PUBLISH_MARGIN_SECONDS": "5",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
     }
