@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import re
 import threading
 import time
@@ -154,7 +155,7 @@ def _aws_error(exc: Exception) -> str:
 # Endpoint and CA
 
 
-_CLUSTER_INFO: TTLCache[tuple[str, str, str | None], ClusterEndpoint] = TTLCache(
+_CLUSTER_INFO: TTLCache[tuple[str, str, str | None, str], ClusterEndpoint] = TTLCache(
     maxsize=512, ttl=CLUSTER_INFO_TTL_SECONDS
 )
 _CLUSTER_INFO_LOCK = threading.Lock()
@@ -164,7 +165,7 @@ def resolve_endpoint(target: ClusterTarget, session: boto3.Session) -> ClusterEn
     """The target's API server URL and CA: from the target when given, else DescribeCluster (cached)."""
     if target.endpoint and target.ca_data:
         return ClusterEndpoint(target.endpoint.rstrip("/"), decode_ca(target.name, target.ca_data))
-    key = (target.region, target.name, target.role_arn)
+    key = _info_key(target)
     with _CLUSTER_INFO_LOCK:
         cached = _CLUSTER_INFO.get(key)
     if cached is None:
@@ -181,7 +182,13 @@ def resolve_endpoint(target: ClusterTarget, session: boto3.Session) -> ClusterEn
 def forget_endpoint(target: ClusterTarget) -> None:
     """Drop the cached DescribeCluster answer of ``target`` (after a failure: the cluster may be new)."""
     with _CLUSTER_INFO_LOCK:
-        _CLUSTER_INFO.pop((target.region, target.name, target.role_arn), None)
+        _CLUSTER_INFO.pop(_info_key(target), None)
+
+
+def _info_key(target: ClusterTarget) -> tuple[str, str, str | None, str]:
+    """Cache identity of a DescribeCluster answer: the target, and which EKS API was asked."""
+    eks_api = os.environ.get("AWS_ENDPOINT_URL_EKS") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    return (target.region, target.name, target.role_arn, eks_api)
 
 
 def _describe_cluster(target: ClusterTarget, session: boto3.Session) -> ClusterEndpoint:
