@@ -250,6 +250,19 @@ def print_report(run: DemoRun) -> None:
     print(f"\n{run.cycles} cycles, {len(run.clusters)} clusters, {run.seconds:.1f} s: {verdict}")
 
 
+def render_demo_dashboard(run: DemoRun) -> Path:
+    """The dashboard function's page for the demo clusters, drawn from moto's CloudWatch (1 s periods:
+    the cycles are seconds apart)."""
+    from cni_metrics.dashboard.body import DashboardOptions
+    from cni_metrics.dashboard.render import render_dashboard
+
+    options = DashboardOptions(region=run.cloudwatch.meta.region_name,
+                               namespace=os.environ.get("METRICS_NAMESPACE", "Kubernetes"))
+    clusters = [report.name for report in run.clusters]
+    return render_dashboard(ROOT / ".demo" / "dashboard.png", clusters, cloudwatch=run.cloudwatch,
+                            options=options, start=run.started, period=1)[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; 0 when CloudWatch agrees with the stand-in's truth."""
     parser = argparse.ArgumentParser(prog="python -m cni_demo", description=__doc__,
@@ -260,8 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--cycles must be at least 2 (the first run only records counter baselines)")
     with demo_session(args.cycles) as run:
         print_report(run)
-        # Further views of the same CloudWatch data (e.g. the rendered dashboard) belong here, while the
-        # local endpoints still run.
+        # Further views of the same CloudWatch data belong here, while the local endpoints still run.
+        print(f"dashboard picture: {render_demo_dashboard(run)}")
         return 0 if run.ok else 1
 
 
