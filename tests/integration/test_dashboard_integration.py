@@ -4,6 +4,7 @@ and an HTTPS loopback server standing for CloudFormation's pre-signed response U
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import ipaddress
 import json
 import logging
@@ -601,3 +602,31 @@ def test_cli_render_writes_one_png_per_page(aws: Any, tmp_path: Path,
     # then there is one PNG per page
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out-2.png", "out.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in tmp_path.iterdir())
+
+
+def test_the_demo_picture_shows_the_demo_cycles(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # given the demo's collector cycles against moto and the EKS stand-in
+    demo = importlib.import_module("cni_demo.__main__")
+    monkeypatch.setattr(demo, "ROOT", tmp_path)
+    with demo.demo_session(3) as run:
+        assert run.ok
+        # when the demo draws its picture
+        picture = demo.render_demo_dashboard(run)
+        # then each cluster's "assigned" line has one point per cycle, the last one the stand-in's truth
+        clusters = [report.name for report in run.clusters]
+        (page,) = build_dashboards(clusters, DashboardOptions(region=run.cloudwatch.meta.region_name))
+        end = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+        series = fetch_page_series(page, run.cloudwatch, run.started, end, period=1)
+        for report in run.clusters:
+            (index,) = [i for i, w in enumerate(page.body["widgets"]) if w["type"] == "metric"
+                        and w["properties"]["title"].startswith("IP addresses")
+                        and w["properties"]["metrics"][0][3] == report.name]
+            assigned = next(s for s in series[index] if s.label == "assigned")
+            truth = next(row[3] for row in report.rows if row[0] == "assignIPAddresses")
+            assert len(assigned.values) == 3
+            assert assigned.values[-1] == truth
+    # and the picture has the three clusters' line colours in it
+    assert picture == tmp_path / ".demo" / "dashboard.png"
+    pixels = matplotlib.image.imread(picture)[:, :, :3]
+    for colour in ((0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E), (0x2C, 0xA0, 0x2C)):
+        assert int(np.all(np.abs(pixels * 255 - np.array(colour)) < 3, axis=-1).sum()) > 50, colour
