@@ -440,7 +440,8 @@ def test_renaming_the_set_replaces_it(aws: Any, cfn_endpoint: CfnEndpoint) -> No
     renamed = {**PROPS, "DashboardName": "renamed"}
     handler.handle(cfn_event("Update", cfn_endpoint, renamed, "cni-stack", PROPS), FakeContext())
     assert cfn_endpoint.next()["body"]["PhysicalResourceId"] == "renamed"
-    handler.handle(cfn_event("Delete", cfn_endpoint, PROPS, "cni-stack"), FakeContext())
+    # (the cleanup Delete is routed by its physical id, whichever properties it carries)
+    handler.handle(cfn_event("Delete", cfn_endpoint, renamed, "cni-stack"), FakeContext())
     assert cfn_endpoint.next()["body"]["Status"] == "SUCCESS"
     # then only the renamed set remains
     assert list(dashboards(aws)) == ["renamed"]

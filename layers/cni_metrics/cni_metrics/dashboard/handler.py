@@ -3,7 +3,8 @@
 - CloudFormation custom resource (``RequestType`` + ``ResponseURL``): crhelper answers CloudFormation
   in every case (failure and its own imminent timeout included). Create/Update put the set named by
   the ``DashboardName`` property (else DASHBOARD_NAME) and answer with that name as the physical id;
-  Delete removes the set of its physical id. Properties override the environment (see ``settings``).
+  Delete removes the set its physical id names (so a rename's cleanup Delete removes the old set).
+  Properties override the environment (see ``settings``).
 - Direct invoke ``{"clusters": [...]}``: dashboards for exactly those clusters.
 - Anything else (the EventBridge schedule): CLUSTER_NAMES plus clusters tagged CLUSTER_DISCOVERY_TAG.
 """
@@ -79,14 +80,13 @@ def _helper() -> CfnResource:
 
     @helper.delete
     def delete(event: dict[str, Any], _context: Any) -> str:
+        # The physical id names the set this resource made (whatever the properties say); an id crhelper
+        # generated for a Create that failed early names no set, so nothing carries its marker or prefix.
         physical_id = str(event.get("PhysicalResourceId", ""))
         try:
-            settings = load_settings(properties=event.get("ResourceProperties"))
+            settings = load_settings(properties={"DashboardName": physical_id})
         except SettingsError as error:
-            logger.info("delete: properties were never usable (%s): nothing to remove", error)
-            return physical_id
-        if physical_id != settings.name:
-            logger.info("delete: physical id %r is not set %r: nothing to remove", physical_id, settings.name)
+            logger.info("delete: %s: nothing to remove", error)
             return physical_id
         outcome = remove(settings, _cloudwatch(settings))
         logger.info("custom resource Delete: %s", outcome.summary())
