@@ -27,7 +27,8 @@ REGION, ACCOUNT = "us-east-1", "123456789012"
 NO_VALUE = object()
 STATE_PREFIX = "cni-metrics/state/"
 # Actions whose API has no resource type: Resource "*" is the only possible scope.
-UNSCOPABLE = {"eks:ListClusters", "cloudwatch:PutMetricData", "cloudwatch:ListDashboards"}
+UNSCOPABLE = {"eks:ListClusters", "cloudwatch:PutMetricData", "cloudwatch:ListDashboards",
+              "ec2:DescribeSubnets"}
 
 
 @cache
@@ -200,6 +201,8 @@ def test_collector_cluster_permissions_are_the_named_clusters_only() -> None:
     assert "eks:ListTagsForResource" not in actions
     assert "sts:AssumeRole" not in actions
     assert "cloudwatch:PutMetricData" not in actions
+    # And subnet headroom reads subnets (an API without resource-level permissions)
+    assert _resources(actions["ec2:DescribeSubnets"][0]) == ["*"]
 
 
 def test_discovery_adds_list_clusters_and_tags() -> None:
@@ -456,20 +459,30 @@ def test_outputs_name_functions_roles_and_dashboard() -> None:
     assert outputs["DashboardUrl"]["Value"].endswith(f"region={REGION}#dashboards/dashboard/cni-metrics")
 
 
-def test_rbac_manifest_grants_list_pods_and_get_proxy_to_the_group() -> None:
+def test_rbac_manifest_grants_read_only_access_to_the_group() -> None:
     # Given deploy/rbac.yaml
-    role, binding = yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text())
+    manifest = (REPO / "deploy" / "rbac.yaml").read_text()
+    role, binding, cluster_role, cluster_binding = yaml.safe_load_all(manifest)
+    group = _source()["Parameters"]["KubernetesGroup"]["Default"]
+    subjects = [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]
 
-    # Then a kube-system Role allows exactly list pods and get pods/proxy
+    # Then a kube-system Role allows exactly list pods and get pods/proxy, bound to the template's group
     assert (role["kind"], role["metadata"]["namespace"]) == ("Role", "kube-system")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
                              {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get"]}]
-    # And it is bound to the template's default Kubernetes group
     assert (binding["kind"], binding["metadata"]["namespace"]) == ("RoleBinding", "kube-system")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": role["metadata"]["name"]}
-    group = _source()["Parameters"]["KubernetesGroup"]["Default"]
-    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]
+    assert binding["subjects"] == subjects
+    # And the capacity ClusterRole only lists nodes and ENIConfigs, bound to the same group
+    assert cluster_role["kind"] == "ClusterRole"
+    assert cluster_role["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
+        {"apiGroups": ["crd.k8s.amazonaws.com"], "resources": ["eniconfigs"], "verbs": ["list"]}]
+    assert cluster_binding["kind"] == "ClusterRoleBinding"
+    assert cluster_binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                          "name": cluster_role["metadata"]["name"]}
+    assert cluster_binding["subjects"] == subjects
 
 
 def test_samconfig_default_profile_deploys() -> None:
