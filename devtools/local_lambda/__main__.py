@@ -11,7 +11,6 @@ from pathlib import Path
 
 from local_lambda.built import BuildError
 from local_lambda.runner import invoke_built, read_env_file
-from local_lambda.stand_ins import started
 
 
 def _pairs(items: Sequence[str]) -> dict[str, str]:
@@ -45,7 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = _pairs(args.env)
         bucket = read_env_file(args.env_vars, args.function).get("STATE_BUCKET")
         with ExitStack() as stack:
-            local = stack.enter_context(started(args.stand_ins, bucket)).variables if args.stand_ins else {}
+            local: dict[str, str] = {}
+            if args.stand_ins:
+                from local_lambda.stand_ins import started  # moto and the fake EKS: only when asked
+
+                local = stack.enter_context(started(args.stand_ins, bucket)).variables
             result = invoke_built(args.build_dir, args.function, args.event.read_bytes(), args.env_vars,
                                   {**local, **overrides}, log_stream=None if args.quiet else sys.stderr)
     except (BuildError, OSError, ValueError) as error:
