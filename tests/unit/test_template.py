@@ -447,6 +447,29 @@ def test_access_entries_for_listed_clusters_when_asked() -> None:
         assert entry["Properties"]["KubernetesGroups"] == ["cni-readers"]
         assert "AccessPolicies" not in entry["Properties"]
     assert off.resources("AWS::EKS::AccessEntry") == {}
+    # And at most five (one slot per position: CloudFormation cannot loop over a list)
+    six = Stack(ClusterNames="a,b,c,d,e,f", CreateAccessEntries="true").resources("AWS::EKS::AccessEntry")
+    assert sorted(e["Properties"]["ClusterName"] for e in six.values()) == ["a", "b", "c", "d", "e"]
+
+
+def _rules_broken(stack: Stack) -> list[str]:
+    """Descriptions of the template rules whose assertions fail for the stack's parameters."""
+    broken = []
+    for rule in stack.template["Rules"].values():
+        if "RuleCondition" in rule and not stack.eval(rule["RuleCondition"]):
+            continue
+        broken += [a["AssertDescription"] for a in rule["Assertions"] if not stack.eval(a["Assert"])]
+    return broken
+
+
+def test_rules_refuse_a_stack_without_clusters_or_with_subnets_but_no_security_group() -> None:
+    # Given parameter sets that cannot work, and the scenarios that can
+    # Then the template's rules refuse the first and accept the others
+    assert _rules_broken(Stack()) == ["Give ClusterNames, ClusterDiscoveryTag or ClustersJson."]
+    assert _rules_broken(Stack(ClusterNames="prod", SubnetIds="subnet-1")) == [
+        "SubnetIds needs SecurityGroupIds (443 to the cluster security group)."]
+    for parameters in SCENARIOS.values():
+        assert _rules_broken(Stack(**parameters)) == []
 
 
 def test_outputs_name_functions_roles_and_dashboard() -> None:
