@@ -50,7 +50,11 @@ class InvokeResult:
 
 
 def read_env_file(path: Path | None, function: str) -> dict[str, str]:
-    """Variables of a `sam local invoke --env-vars` file: ``Parameters`` (all), then ``function``'s."""
+    """Variables of a `sam local invoke --env-vars` file: ``Parameters`` (all), then ``function``'s.
+
+    Unlike `sam local invoke`, every variable is kept, not only those the template declares: the local
+    endpoints (``AWS_ENDPOINT_URL_*``) are not template variables.
+    """
     if path is None:
         return {}
     document = json.loads(path.read_text())
