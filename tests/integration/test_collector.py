@@ -131,10 +131,12 @@ def cloudwatch_sums(cluster: str, names: list[str], since: datetime) -> dict[str
 
 
 def delivered_by_cycle(proxy: Any) -> dict[tuple[str, int], dict[str, list[float]]]:
-    """Datums CloudWatch accepted, by (cluster, whole second of their timestamp) -> name -> values."""
+    """Cluster-level datums CloudWatch accepted, by (cluster, timestamp second) -> name -> values."""
     out: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for call in proxy.delivered:
         for datum in call.datums:
+            if len(datum["Dimensions"]) != 1:  # per-zone/per-subnet series: not the cluster total
+                continue
             cluster = datum["Dimensions"][0]["Value"]
             out[(cluster, math.floor(float(datum["Timestamp"])))][datum["MetricName"]].append(datum["Value"])
     return out

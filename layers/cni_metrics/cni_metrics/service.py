@@ -65,7 +65,7 @@ from cni_metrics.collect import ClusterCollection, CollectionHealth, collect_clu
 from cni_metrics.config import ClusterSpec, Settings
 from cni_metrics.core import catalogue
 from cni_metrics.core.aggregate import aggregate
-from cni_metrics.core.model import ClusterState, MetricValue, NodeInput, PodState
+from cni_metrics.core.model import ClusterState, MetricValue, NodeInput, NodeMetrics, PodState
 
 logger = logging.getLogger(__name__)
 
@@ -226,12 +226,13 @@ def _process(run: _Run, spec: ClusterSpec, outcome: ClusterOutcome) -> None:
         mine = [OutboxEntry(entry.batch, run.run_id, run.lease_until) for entry in taken]
         if batch.metrics:
             mine.append(OutboxEntry(batch, run.run_id, run.lease_until))
-        claim = StateDocument(state, kept + mine, run.run_id, now)
+        claim = StateDocument(state, kept + mine, run.run_id, now, etag_loaded)
         try:
             etag = store.save(cluster, encode_document(claim), if_match=etag_loaded)
             break
         except StateConflict:
-            merged = _after_conflict(run, cluster, collection)
+            base = loaded.etag if loaded else None
+            merged = _after_conflict(run, cluster, collection, document.state, base)
         except StateStoreError as exc:
             outcome.status, outcome.state, outcome.error = "error", "error", str(exc)
             return
@@ -265,13 +266,17 @@ def _process(run: _Run, spec: ClusterSpec, outcome: ClusterOutcome) -> None:
 
 
 def _after_conflict(
-    run: _Run, cluster: str, collection: ClusterCollection
+    run: _Run, cluster: str, collection: ClusterCollection, previous: ClusterState | None, base: str | None
 ) -> tuple[str, ClusterState, list[OutboxEntry], list[OutboxEntry], list[MetricValue]] | None:
     """Another run claimed first: what this run may still add, or None (then it publishes nothing).
 
-    Per pod, this run's observation counts only if it is newer than the winner's baseline (higher restart
-    count, or the same one and no counter lower). Only counter increases are kept: the winner published
-    this interval's gauges. Returns (ETag, merged state, kept and taken-over outbox, counter datums).
+    A pod this run saw after the winner did (higher restart count, or no counter lower) adds its increase
+    beyond the winner's baseline, which it replaces. When the winner started from the same stored state
+    as this run (``previous``, ETag ``base``), a pod this run saw *before* the winner (or that the winner,
+    listing later, no longer lists) adds what the winner's single step missed: inc(previous -> mine) +
+    inc(mine -> winner) - inc(previous -> winner), non-zero only when a reset or departure came between
+    the two scrapes. Only counters are published: the winner published this interval's gauges. Returns
+    (ETag, merged state, kept and taken-over outbox, counter datums).
     """
     try:
         reloaded = run.deps.store.load(cluster)
@@ -281,8 +286,19 @@ def _after_conflict(
     if reloaded is None or document is None or document.state is None or not _usable(collection):
         return None
     current = document.state
-    newer = [node for node in collection.nodes if _newer(node, current.pods.get(node.key))]
-    if not newer:
+    same_base = previous is not None and base is not None and document.based_on == base
+    newer: list[NodeInput] = []
+    corrections: dict[str, float] = {}
+    listed_later = collection.collected_at > current.collected_at
+    for node in collection.nodes:
+        before = current.pods.get(node.key)
+        # a pod the winner does not know: new since its listing if this run listed later, else gone
+        if (before is not None or not same_base or listed_later) and _newer(node, before):
+            newer.append(node)
+        elif same_base and previous is not None:
+            for name, value in _missed(previous, node, before, collection.collected_at).items():
+                corrections[name] = corrections.get(name, 0.0) + value
+    if not newer and not any(corrections.values()):
         return None
     result = aggregate(
         newer,
@@ -293,8 +309,53 @@ def _after_conflict(
     )
     kept, taken = _split_outbox(document.outbox, run.deps.clock(), cluster)
     counters = [metric for metric in result.metrics if metric.name in _COUNTER_METRICS]
+    for name, value in corrections.items():
+        counters.append(MetricValue(name, value))
     result.state.history = current.history
-    return reloaded.etag, result.state, kept, taken, counters
+    return reloaded.etag, result.state, kept, taken, _merge_counters(counters)
+
+
+def _missed(
+    previous: ClusterState, mine: NodeInput, winner: PodState | None, seen_at: datetime
+) -> dict[str, float]:
+    """Counter increases of one pod that the winner's step previous -> winner missed (never negative)."""
+    total = _increases(previous, mine)
+    if winner is not None:
+        theirs = _as_node(winner)
+        mine_state = ClusterState(seen_at, {mine.key: _as_pod(mine)})
+        for name, value in _increases(mine_state, theirs).items():
+            total[name] = total.get(name, 0.0) + value
+        for name, value in _increases(previous, theirs).items():
+            total[name] = total.get(name, 0.0) - value
+    return {name: value for name, value in total.items() if value > 0}
+
+
+def _increases(previous: ClusterState, node: NodeInput) -> dict[str, float]:
+    """The counter increases ``aggregate`` gives one pod against ``previous``."""
+    pods = {node.key: previous.pods[node.key]} if node.key in previous.pods else {}
+    result = aggregate([node], ClusterState(previous.collected_at, pods), now=previous.collected_at)
+    return {m.name: m.value for m in result.metrics if m.name in _COUNTER_METRICS}
+
+
+def _as_pod(node: NodeInput) -> PodState:
+    metrics = node.metrics
+    return PodState(
+        node.key, node.started_at, node.restart_count, dict(metrics.counters),
+        metrics.latency_sum, metrics.latency_count,
+    )
+
+
+def _as_node(pod: PodState) -> NodeInput:
+    metrics = NodeMetrics({}, dict(pod.counters), pod.latency_sum, pod.latency_count)
+    return NodeInput(pod.key, pod.key, metrics, pod.started_at, pod.restart_count)
+
+
+def _merge_counters(metrics: list[MetricValue]) -> list[MetricValue]:
+    """One datum per counter name (sums)."""
+    totals: dict[str, float] = {}
+    for metric in metrics:
+        totals[metric.name] = totals.get(metric.name, 0.0) + metric.value
+    return [MetricValue(name, value) for name, value in totals.items()]
 
 
 def _newer(node: NodeInput, before: PodState | None) -> bool:
@@ -417,7 +478,7 @@ def _settle(run: _Run, cluster: str, etag: str, claim: StateDocument, result: Pu
                 outbox.append(entry)
             elif entry.batch.id in unpublished:  # released: the next run takes it over
                 outbox.append(OutboxEntry(unpublished[entry.batch.id], None, None))
-        settled = StateDocument(document.state, outbox, run.run_id, run.deps.clock())
+        settled = StateDocument(document.state, outbox, run.run_id, run.deps.clock(), document.based_on)
         try:
             store.save(cluster, encode_document(settled), if_match=etag)
             return True

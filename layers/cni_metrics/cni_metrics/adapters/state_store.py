@@ -176,6 +176,7 @@ class StateDocument:
     outbox: list[OutboxEntry] = field(default_factory=list)
     writer: str = ""
     written_at: datetime | None = None
+    based_on: str | None = None  # ETag of the object the baselines were computed from (None: none)
 
 
 def encode_document(document: StateDocument) -> bytes:
@@ -195,6 +196,7 @@ def encode_document(document: StateDocument) -> bytes:
         "format": FORMAT,
         "version": VERSION,
         "writer": document.writer,
+        "based_on": document.based_on,
         "written_at": _iso(document.written_at),
         "state": state,
         "outbox": outbox,
@@ -215,7 +217,14 @@ def decode_document(body: bytes) -> StateDocument:
     try:
         state = None if raw.get("state") is None else load_state(json.dumps(raw["state"]).encode())
         outbox = [_entry(item) for item in _list(raw.get("outbox", []), "outbox")]
-        return StateDocument(state, outbox, str(raw.get("writer", "")), _time(raw.get("written_at")))
+        based_on = raw.get("based_on")
+        return StateDocument(
+            state,
+            outbox,
+            str(raw.get("writer", "")),
+            _time(raw.get("written_at")),
+            None if based_on is None else str(based_on),
+        )
     except StateError as exc:
         raise DocumentError(exc.reason) from None
     except (TypeError, ValueError, KeyError) as exc:
