@@ -13,10 +13,10 @@ Per cluster, the outbox protocol keeps counter increases exact across overlappin
    the new baselines and this run's batch of datums, stamped with the collection time.
 3. Claim: write {new baselines, outbox = kept + taken-over + this batch, owned by this run, lease = the
    invocation's hard deadline} with If-Match on the loaded ETag (If-None-Match for a first run). The loser
-   of a race (412) re-reads the winner's state and keeps only its observations that are newer than the
-   winner's baselines (per pod: a higher restart count, or no counter lower), as counter increases only;
-   with none it publishes nothing and reports ``superseded``. So no interval is counted twice, and a scrape
-   that moved past the winner's is not lost either.
+   of a race (412) re-reads the winner's state and publishes counter increases only: beyond the winner's
+   baselines for pods it scraped later, and, when both runs started from the same state (``based_on``),
+   what the winner's single step missed for pods it scraped earlier (a reset or departure in between);
+   with nothing to add it publishes nothing and reports ``superseded``. No interval is counted twice.
 4. Publish the run's outbox entries.
 5. Settle: remove the published entries with a conditional write (re-reading and retrying on a conflict,
    touching only this run's entries); datums whose publishing failed stay in the outbox, released, and the
