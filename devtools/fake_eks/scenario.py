@@ -38,6 +38,7 @@ DEFAULT_GROUP = "cni-metrics"
 DEFAULT_RULES: list[dict[str, Any]] = [
     {"verbs": ["list"], "resources": ["pods"], "namespaces": ["kube-system"]},
     {"verbs": ["get"], "resources": ["pods/proxy"], "namespaces": ["kube-system"]},
+    {"verbs": ["list"], "resources": ["nodes", "eniconfigs"], "namespaces": ["*"]},  # cluster-scoped
 ]
 
 
@@ -112,6 +113,9 @@ class ClusterSpec:
     identities: dict[str, tuple[str, ...]]
     groups: dict[str, tuple[RbacRule, ...]]
     system_pods: bool
+    zones: tuple[str, ...] = ()
+    network: dict[str, Any] | None = None
+    drain: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,7 @@ def parse_scenario(doc: dict[str, Any]) -> Scenario:
         identities = _identities(doc.get("identities", {identity: [DEFAULT_GROUP]}))
         groups = _groups(doc.get("groups", {DEFAULT_GROUP: DEFAULT_RULES}))
         clusters = []
+        region = str(doc.get("region", "us-east-1"))
         for c in doc["clusters"]:
             name = str(c["name"])
             churn_raw = {**doc.get("churn", {}), **c.get("churn", {})}
@@ -219,11 +224,16 @@ def parse_scenario(doc: dict[str, Any]) -> Scenario:
                     identities=_identities(c["identities"]) if "identities" in c else identities,
                     groups=_groups(c["groups"]) if "groups" in c else groups,
                     system_pods=bool(c.get("system_pods", True)),
+                    zones=tuple(str(z) for z in c.get("zones", [f"{region}{x}" for x in "abc"])),
+                    network=dict(c["network"]) if "network" in c else None,
+                    drain=float(c.get("drain", 0.0)),
                 )
             )
         if len({c.name for c in clusters}) != len(clusters) or not clusters:
             raise ScenarioError("cluster names must be unique and at least one cluster is needed")
         for cl in clusters:
+            if not cl.zones:
+                raise ScenarioError(f"{cl.name}: zones must not be empty")
             unknown = set(cl.instance_types) - set(INSTANCE_TYPES)
             if unknown:
                 raise ScenarioError(f"{cl.name}: unknown instance types {sorted(unknown)}")

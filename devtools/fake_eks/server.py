@@ -28,9 +28,10 @@ from fake_eks.auth import (
 )
 from fake_eks.certs import ClusterTls, make_cluster_tls
 from fake_eks.faults import serve_fault
+from fake_eks.nodes import node_object
 from fake_eks.responses import reach_error, serve_payload, status_response
 from fake_eks.scenario import Scenario
-from fake_eks.sim import AwsNodePod, ClusterSim
+from fake_eks.sim import AwsNodePod, ClusterSim, rfc3339
 
 LOG = logging.getLogger("fake_eks")
 HOST = "127.0.0.1"
@@ -122,7 +123,28 @@ class KubeCluster:
         app.router.add_get("/api/v1/namespaces/{ns}/pods", self.list_pods)
         app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}", self.get_pod)
         app.router.add_route("*", "/api/v1/namespaces/{ns}/pods/{name}/proxy{path:.*}", self.proxy)
+        app.router.add_get("/api/v1/nodes", self.list_nodes)
+        app.router.add_get("/apis/crd.k8s.amazonaws.com/v1alpha1/eniconfigs", self.list_eniconfigs)
         return app
+
+    async def list_nodes(self, request: web.Request) -> web.Response:
+        """GET nodes (cluster-scoped; one Node per aws-node pod, zone and instance-type labels; no paging)."""
+        user = request[USER]
+        if not self.allowed(user, "list", "nodes", ""):
+            return self.forbidden(user, "list", "nodes", "", None)
+        items = [
+            node_object(pod.node_name, pod.node_ip, pod.zone, pod.state.instance_type, rfc3339(pod.created))
+            for pod in sorted(self.sim.pods.values(), key=lambda p: p.node_name)
+        ]
+        meta = {"resourceVersion": str(self.sim.resource_version)}
+        return web.json_response({"kind": "NodeList", "apiVersion": "v1", "metadata": meta, "items": items})
+
+    async def list_eniconfigs(self, request: web.Request) -> web.Response:
+        """GET ENIConfigs (cluster-scoped custom resources of the VPC CNI)."""
+        user = request[USER]
+        if not self.allowed(user, "list", "eniconfigs", ""):
+            return self.forbidden(user, "list", "eniconfigs", "", None)
+        return web.Response(body=self.sim.network.eniconfig_list(), content_type="application/json")
 
     @web.middleware
     async def _authn(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -457,7 +479,14 @@ class FakeEks:
         app.router.add_post("/truth/clusters/{name}/advance", self.advance)
         app.router.add_get("/truth/clusters/{name}/auth-failures", self.auth_failures)
         app.router.add_post("/truth/clusters/{name}/pods/{pod}/fault", self.set_fault)
+        app.router.add_post("/truth/clusters/{name}/network", self.attach_network)
         return app
+
+    async def attach_network(self, request: web.Request) -> web.Response:
+        """POST {"subnetIds": [...], "eniconfigs": {name: subnetId}}: DescribeCluster's and ENIConfigs."""
+        cluster = self._cluster(request)
+        cluster.sim.network.attach(await request.json())
+        return web.json_response(cluster.sim.network.truth())
 
     async def _caller(self, request: web.Request) -> Credential | AuthError:
         try:
@@ -523,7 +552,7 @@ class FakeEks:
             )
         sc, spec, sim = self.scenario, cluster.sim.spec, cluster.sim
         r = random.Random(sim.uid)
-        subnets = [f"subnet-{r.getrandbits(68):017x}" for _ in range(3)]
+        subnets = sim.network.subnet_ids or [f"subnet-{r.getrandbits(68):017x}" for _ in range(3)]
         return web.json_response(
             {
                 "cluster": {

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from fake_eks.nodes import ClusterNetwork
 from fake_eks.payload import NodeState
 from fake_eks.scenario import FAULT_KINDS, SERVING_FAULTS, ClusterSpec, FaultSpec, Scenario
 
@@ -45,6 +46,8 @@ class AwsNodePod:
     attempts: int = 0
     served: dict[str, Any] | None = None
     served_increments: dict[str, float] = field(default_factory=dict)
+    zone: str = ""
+    drain: float = 0.0
     _json: bytes | None = None
     _pending: tuple[dict[str, Any], dict[str, float]] | None = None
 
@@ -64,8 +67,14 @@ class AwsNodePod:
         return self.fault is None or self.fault.kind in SERVING_FAULTS
 
     def serve(self) -> bytes:
-        """Move one step and render; the truth is recorded by ``record`` once the body was sent."""
+        """Move one step and render; the truth is recorded by ``record`` once the body was sent.
+
+        A draining node keeps its assigned IPs on a scrape: they only grow when time advances.
+        """
+        assigned = self.state.assigned
         self.state.step()
+        if self.drain:
+            self.state.assigned = assigned
         body, served = self.state.render()
         self._pending = (served, dict(self.state.increments))
         return body
@@ -235,6 +244,7 @@ class ClusterSim:
         self.pods: dict[str, AwsNodePod] = {}
         self.system: dict[str, bytes] = {}
         self.list_requests = 0
+        self.network = ClusterNetwork(spec)
         self._listing: tuple[int, list[tuple[str, dict[str, str], str, str, bytes | AwsNodePod]]] = (-1, [])
         self._serial = 0
         explicit: dict[int, FaultSpec] = {}
@@ -279,6 +289,8 @@ class ClusterSim:
             shape=_pick(self.rng, self.spec.cni_shapes),
         )
         state.age(age_steps)
+        if self.spec.drain:
+            state.assigned = 0  # a draining cluster starts empty and fills at a known rate
         name = f"aws-node-{self._suffix()}"
         while name in self.pods:
             name = f"aws-node-{self._suffix()}"
@@ -291,6 +303,8 @@ class ClusterSim:
             container_started=created,
             state=state,
             fault=fault,
+            zone=self.spec.zones[(n - 1) % len(self.spec.zones)],
+            drain=self.spec.drain,
         )
         self.pods[name] = pod
         if self.spec.system_pods:
@@ -305,6 +319,8 @@ class ClusterSim:
         for _ in range(steps):
             now = time.time()
             for pod in list(self.pods.values()):
+                if pod.drain:
+                    pod.state.assigned = int(min(pod.state.ip_max, pod.state.assigned + pod.drain))
                 r = self.rng.random()
                 if r < churn.restart:
                     pod.state.restart()
@@ -398,6 +414,10 @@ class ClusterSim:
                     "shape": pod.state.shape,
                     "instanceType": pod.state.instance_type,
                     "prefixDelegation": pod.state.prefix_delegation,
+                    "zone": pod.zone,
+                    "pool": {
+                        "assigned": pod.state.assigned, "held": pod.state.total, "max": pod.state.ip_max
+                    },
                 }
             )
             if served is not None:
@@ -407,6 +427,7 @@ class ClusterSim:
                     counters[fam] = counters.get(fam, 0.0) + v
         return {
             "cluster": self.spec.name,
+            "network": self.network.truth(),
             "resourceVersion": str(self.resource_version),
             "pods": pods,
             "sums": {"gauges": gauges, "counters": counters},

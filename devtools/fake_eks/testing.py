@@ -74,6 +74,10 @@ class RunningFakeEks:
         """Give one pod a fault kind (see SCENARIOS.md) with its parameters from now on; None heals it."""
         self._call("POST", f"/clusters/{cluster}/pods/{pod}/fault", {"kind": kind, **params})
 
+    def attach_network(self, cluster: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """POST {truth_url}/clusters/{cluster}/network: subnet IDs and ENIConfigs (see fake_eks.network)."""
+        return dict(self._call("POST", f"/clusters/{cluster}/network", doc))
+
     def auth_failures(self, cluster: str) -> list[dict[str, Any]]:
         """Which token rule refused each failed authentication (401s), oldest first."""
         return list(self._call("GET", f"/clusters/{cluster}/auth-failures"))

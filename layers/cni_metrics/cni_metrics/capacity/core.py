@@ -1,7 +1,9 @@
 """Capacity numbers of one cluster from its scraped nodes, its pod subnets and its recent history (pure).
 
 - Per zone (dimensions ``CLUSTER_ID`` + ``AvailabilityZone``, from each node's zone label): IPs assigned,
-  held and maximum, utilisation and nodes near exhaustion. Nodes without a known zone are left out.
+  held and maximum, utilisation and nodes near exhaustion, as ``zone*`` names (``zoneIPUtilization``, ...)
+  so that a query on ``CLUSTER_ID`` alone never mixes them with the cluster's. Nodes without a zone are
+  left out.
 - Per pod subnet (``CLUSTER_ID`` + ``SubnetId`` + ``AvailabilityZone``): ``availableSubnetIPAddresses``
   (EC2's AvailableIpAddressCount) and, when some node uses prefix delegation, ``availableSubnetPrefixesMax``
   = available // 16, an upper bound: EC2 only reports a count, not whether a contiguous /28 is left.
@@ -111,11 +113,11 @@ def zone_metrics(nodes: Sequence[NodeCapacity], threshold_pct: float) -> list[Me
         maximum = sum(n.maximum for n in members)
         near = sum(1 for n in members if n.utilization_pct >= threshold_pct)
         out += [
-            MetricValue("assignIPAddresses", sum(n.assigned for n in members), "Count", dims),
-            MetricValue("totalIPAddresses", sum(n.held for n in members), "Count", dims),
-            MetricValue("maxIPAddresses", maximum, "Count", dims),
-            MetricValue("ipUtilization", assigned / maximum * 100.0, "Percent", dims),
-            MetricValue("nodesNearIPExhaustion", float(near), "Count", dims),
+            MetricValue("zoneAssignIPAddresses", sum(n.assigned for n in members), "Count", dims),
+            MetricValue("zoneTotalIPAddresses", sum(n.held for n in members), "Count", dims),
+            MetricValue("zoneMaxIPAddresses", maximum, "Count", dims),
+            MetricValue("zoneIPUtilization", assigned / maximum * 100.0, "Percent", dims),
+            MetricValue("zoneNodesNearIPExhaustion", float(near), "Count", dims),
         ]
     return out
 

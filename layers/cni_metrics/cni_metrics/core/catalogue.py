@@ -115,7 +115,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("nodesSkipped", "Count", "health", "aws-node pods not scraped (not running, deadline)"),
     Metric("scrapeDurationMs", "Milliseconds", "health", "wall time of the cluster's scrape"),
     Metric("bytesScraped", "Bytes", "health", "payload bytes received"),
-    # capacity (cni_metrics.capacity); per-zone copies of the gauges carry an AvailabilityZone dimension
+    # capacity (cni_metrics.capacity): per zone (AvailabilityZone dimension), per subnet, per cluster
+    Metric("zoneAssignIPAddresses", "Count", "capacity", "per zone: Σ assigned over its nodes"),
+    Metric("zoneTotalIPAddresses", "Count", "capacity", "per zone: Σ held (warm + assigned)"),
+    Metric("zoneMaxIPAddresses", "Count", "capacity", "per zone: Σ ip_max"),
+    Metric("zoneIPUtilization", "Percent", "capacity", "per zone: Σ assigned / Σ ip_max * 100"),
+    Metric("zoneNodesNearIPExhaustion", "Count", "capacity", "per zone: nodes at or above the threshold"),
     Metric("availableSubnetIPAddresses", "Count", "capacity", "per subnet: EC2 AvailableIpAddressCount"),
     Metric("availableSubnetPrefixesMax", "Count", "capacity", "per subnet: available // 16 (upper bound)"),
     Metric("minSubnetAvailableIPAddresses", "Count", "capacity", "smallest availableSubnetIPAddresses"),
