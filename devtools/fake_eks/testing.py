@@ -44,7 +44,7 @@ class RunningFakeEks:
     def ca_file(self, cluster: str) -> str:
         """A file holding the cluster's CA (for ssl_ca_cert / verify=)."""
         path = self.connection_file.with_name(f"ca-{cluster}.pem")
-        if not path.exists():
+        if not path.exists() or path.read_text() != self.ca_pem(cluster):
             path.write_text(self.ca_pem(cluster))
         return str(path)
 
