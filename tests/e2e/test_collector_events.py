@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from cni_metrics.core.catalogue import COUNTERS, GAUGES
 from local_lambda.built import BuildError, load_function
@@ -46,9 +45,15 @@ def built() -> None:
 
 @pytest.fixture
 def stand_ins(built: None) -> Iterator[StandIns]:
-    """Fresh moto and demo fake EKS, the env file's state bucket created."""
-    bucket = read_env_file(ENV_FILE, FUNCTION)["STATE_BUCKET"]
-    with started("demo", bucket) as running:
+    """Fresh moto and demo fake EKS with the clusters' subnets in moto, the env file's state bucket."""
+    with started("demo", read_env_file(ENV_FILE, FUNCTION)["STATE_BUCKET"]) as running:
+        yield running
+
+
+@pytest.fixture
+def stand_ins_without_subnets(built: None) -> Iterator[StandIns]:
+    """The same without subnets (they take seconds to provision; capacity numbers stay incomplete)."""
+    with started("demo", read_env_file(ENV_FILE, FUNCTION)["STATE_BUCKET"], network=False) as running:
         yield running
 
 
@@ -57,17 +62,10 @@ def _invoke(stand_ins: StandIns, event: Path) -> InvokeResult:
                         log_stream=None)
 
 
-def _cloudwatch(stand_ins: StandIns) -> Any:
-    env = stand_ins.variables
-    return boto3.client("cloudwatch", endpoint_url=stand_ins.moto_url, region_name=env["AWS_REGION"],
-                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
-
-
 def _published(stand_ins: StandIns, cluster: str, names: list[str], since: datetime) -> dict[str, float]:
     """Sum of the datums of each metric with a timestamp from ``since`` on, read back from moto."""
     namespace = read_env_file(ENV_FILE, FUNCTION).get("METRICS_NAMESPACE", "Kubernetes")
-    cloudwatch = _cloudwatch(stand_ins)
+    cloudwatch = stand_ins.client("cloudwatch")
     sums = {}
     for name in names:
         points = cloudwatch.get_metric_statistics(
@@ -80,12 +78,17 @@ def _published(stand_ins: StandIns, cluster: str, names: list[str], since: datet
 
 
 def _state_keys(stand_ins: StandIns) -> list[str]:
-    env, settings = stand_ins.variables, read_env_file(ENV_FILE, FUNCTION)
-    s3 = boto3.client("s3", endpoint_url=stand_ins.moto_url, region_name=env["AWS_REGION"],
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
-    listing = s3.list_objects_v2(Bucket=settings["STATE_BUCKET"], Prefix=STATE_PREFIX)
+    bucket = read_env_file(ENV_FILE, FUNCTION)["STATE_BUCKET"]
+    listing = stand_ins.client("s3").list_objects_v2(Bucket=bucket, Prefix=STATE_PREFIX)
     return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def _smallest_subnet_headroom(stand_ins: StandIns, cluster: str) -> float:
+    """moto's smallest AvailableIpAddressCount among the subnets the cluster's pods draw from."""
+    network = stand_ins.network.clusters[cluster]
+    ids = sorted((network.pod_subnets or network.cluster_subnets).values())
+    subnets = stand_ins.client("ec2").describe_subnets(SubnetIds=ids)["Subnets"]
+    return float(min(subnet["AvailableIpAddressCount"] for subnet in subnets))
 
 
 def _truth_gauges(truth: dict[str, Any]) -> dict[str, float]:
@@ -122,7 +125,7 @@ def test_event_through_the_built_collector_matches_the_truth(stand_ins: StandIns
     truth_1 = {cluster: eks.truth(cluster) for cluster in clusters}
 
     # Then every cluster is reported, scraped nodes equal the pods the stand-in served, and the
-    # gauges read back from CloudWatch equal the truth's sums
+    # gauges read back from CloudWatch equal the truth's sums (subnet headroom: moto's)
     assert sorted(first) == clusters
     for cluster in clusters:
         outcome = first[cluster]
@@ -131,6 +134,7 @@ def test_event_through_the_built_collector_matches_the_truth(stand_ins: StandIns
         assert outcome["nodes"] == _served(truth_1[cluster]) > 0
         since = datetime.fromisoformat(outcome["collected_at"]) - timedelta(seconds=1)
         expected = _truth_gauges(truth_1[cluster])
+        expected["minSubnetAvailableIPAddresses"] = _smallest_subnet_headroom(stand_ins, cluster)
         assert _published(stand_ins, cluster, sorted(expected), since) == pytest.approx(expected), cluster
     assert sum(outcome["failures"] for outcome in first.values()) > 0  # the demo's faulty nodes
     assert sorted(_state_keys(stand_ins)) == [f"{STATE_PREFIX}{cluster}.json" for cluster in clusters]
@@ -180,21 +184,24 @@ def _emf_documents(logs: str) -> list[dict[str, Any]]:
     return documents
 
 
-def test_emf_mode_prints_gauges_equal_to_the_truth(stand_ins: StandIns) -> None:
+def test_emf_mode_prints_gauges_equal_to_the_truth(stand_ins_without_subnets: StandIns) -> None:
     # Given the scheduled event and the collector in EMF mode
-    event = REPO / "events" / "scheduled.json"
+    stand_ins, event = stand_ins_without_subnets, REPO / "events" / "scheduled.json"
 
     # When it runs once
     result = invoke_built(BUILD_DIR, FUNCTION, event.read_bytes(), ENV_FILE,
                           {**stand_ins.variables, "PUBLISH_MODE": "emf"}, log_stream=None)
     outcomes = _outcomes(result)
 
-    # Then its log holds EMF documents with CLUSTER_ID as the only dimension, and per cluster the gauge
-    # values equal the truth's sums
+    # Then its log holds EMF documents keyed by CLUSTER_ID (capacity ones add zone or subnet), and per
+    # cluster the cluster-level gauge values equal the truth's sums
     values: dict[str, dict[str, float]] = defaultdict(dict)
     for document in _emf_documents(result.logs):
         (directive,) = document["_aws"]["CloudWatchMetrics"]
-        assert directive["Dimensions"] == [["CLUSTER_ID"]]
+        (dimensions,) = directive["Dimensions"]
+        assert dimensions[0] == "CLUSTER_ID"
+        if dimensions != ["CLUSTER_ID"]:
+            continue
         for metric in directive["Metrics"]:
             value = document[metric["Name"]]  # the EMF specification allows a value or an array of them
             values[document["CLUSTER_ID"]][metric["Name"]] = sum(value) if isinstance(value, list) else value

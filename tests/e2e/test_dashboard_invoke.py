@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from fake_eks.certs import make_cluster_tls
 from local_lambda.built import BuildError, load_function
@@ -43,7 +42,7 @@ def stand_ins() -> Iterator[StandIns]:
         load_function(BUILD_DIR, FUNCTION)
     except BuildError as error:
         pytest.fail(f"{error} (run `make build-local`)")
-    with started("demo", None) as running:
+    with started("demo", None, network=False) as running:
         yield running
 
 
@@ -81,10 +80,7 @@ def _invoke(stand_ins: StandIns, event: dict[str, Any], **extra: str) -> InvokeR
 
 
 def _dashboards(stand_ins: StandIns) -> dict[str, str]:
-    env = stand_ins.variables
-    cloudwatch = boto3.client("cloudwatch", endpoint_url=stand_ins.moto_url, region_name=env["AWS_REGION"],
-                              aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                              aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    cloudwatch = stand_ins.client("cloudwatch")
     names = [entry["DashboardName"] for entry in cloudwatch.list_dashboards()["DashboardEntries"]]
     return {name: cloudwatch.get_dashboard(DashboardName=name)["DashboardBody"] for name in names}
 
