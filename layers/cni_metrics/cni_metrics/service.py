@@ -211,7 +211,7 @@ def _process(run: _Run, spec: ClusterSpec, outcome: ClusterOutcome) -> None:
     outcome.nodes, outcome.failures = len(collection.nodes), len(collection.failed_keys)
     metrics, state = _metrics_and_state(run.settings, collection, document.state)
     if collection.status == "error" or collection.error:
-        outcome.status, outcome.error = "error", collection.error
+        outcome.status, outcome.error = "error", _joined(outcome.error, collection.error)
     elif collection.status == "no_aws_node_pods":
         outcome.status = "no_aws_node_pods"
     batch = MetricBatch(f"{run.run_id}/{cluster}", collection.collected_at, tuple(metrics))
@@ -258,11 +258,16 @@ def _process(run: _Run, spec: ClusterSpec, outcome: ClusterOutcome) -> None:
     outcome.pending = sum(len(b.metrics) for b in result.unpublished)
     if not result.complete:
         outcome.status = "publish_failed"
-        outcome.error = result.error
+        outcome.error = _joined(outcome.error, result.error)
 
     # 5. settle
     if mine and not _settle(run, cluster, etag, claim, result):
         outcome.state = "unsettled"
+
+
+def _joined(first: str | None, second: str | None) -> str | None:
+    """Both messages when there are two (a corrupt state and a failed collection, say)."""
+    return "; ".join(message for message in (first, second) if message) or None
 
 
 def _after_conflict(
