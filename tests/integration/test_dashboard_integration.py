@@ -237,7 +237,7 @@ def test_direct_invoke_creates_then_changes_nothing_when_nothing_changed(aws: An
     assert check_body(bodies["cni"]) == []
     assert clusters_on(bodies) == ["alpha", "beta"]
     names = alarm_names(aws)
-    assert len(names) == 10
+    assert len(names) == 12  # 6 alarms per cluster
     assert all(n.startswith(("cni/alpha/", "cni/beta/")) for n in names)
     assert {a["AlarmActions"][0] for a in aws.describe_alarms()["MetricAlarms"]} == {TOPIC}
     # when it runs again with the same clusters
@@ -248,7 +248,7 @@ def test_direct_invoke_creates_then_changes_nothing_when_nothing_changed(aws: An
     assert "GetDashboard" in proxy.operations
     assert again is not None
     assert again["dashboards"] == {"put": [], "unchanged": ["cni"], "deleted": []}
-    assert len(again["alarms"]["unchanged"]) == 10
+    assert len(again["alarms"]["unchanged"]) == 12
 
 
 def test_cluster_list_changes_split_update_and_shrink(aws: Any, proxy: CountingProxy,
@@ -260,14 +260,14 @@ def test_cluster_list_changes_split_update_and_shrink(aws: Any, proxy: CountingP
     assert sorted(bodies) == ["cni", "cni-2"]
     assert all(check_body(b) == [] for b in bodies.values())
     assert clusters_on(bodies) == many
-    assert len(alarm_names(aws)) == 125
+    assert len(alarm_names(aws)) == 150
     # when a cluster is added on page 2 only
     proxy.operations.clear()
     handler.handle({"clusters": [*many, "c99"]}, None)
     # then both pages are rewritten (page 1's fleet row lists every cluster) and only the new
-    # cluster's five alarms are put
+    # cluster's six alarms are put
     assert proxy.writes().count("PutDashboard") == 2
-    assert proxy.writes().count("PutMetricAlarm") == 5
+    assert proxy.writes().count("PutMetricAlarm") == 6
     # when the fleet shrinks to one cluster and alarms are switched off
     monkeypatch.setenv("ALARMS_ENABLED", "false")
     summary = handler.handle({"clusters": ["c03"]}, None)
@@ -318,15 +318,15 @@ def test_alarms_left_when_time_runs_out_are_finished_by_the_next_run(aws: Any, p
     # then the dashboard is put, and the ten alarm puts are left pending
     assert first is not None
     assert first["dashboards"]["put"] == ["cni"]
-    assert (len(first["alarms"]["pending"]), first["alarms"]["put"]) == (10, [])
+    assert (len(first["alarms"]["pending"]), first["alarms"]["put"]) == (12, [])
     assert alarm_names(aws) == []
     # when the next run has time
     second = handler.handle({"clusters": ["a", "b"]}, FakeContext())
     # then it puts them and leaves the unchanged dashboard alone
     assert second is not None
-    assert (len(second["alarms"]["put"]), second["alarms"]["pending"]) == (10, [])
+    assert (len(second["alarms"]["put"]), second["alarms"]["pending"]) == (12, [])
     assert second["dashboards"]["unchanged"] == ["cni"]
-    assert len(alarm_names(aws)) == 10
+    assert len(alarm_names(aws)) == 12
 
 
 def test_direct_invoke_with_bad_clusters_is_refused(aws: Any, proxy: CountingProxy) -> None:
@@ -384,7 +384,7 @@ def test_custom_resource_lifecycle(aws: Any, proxy: CountingProxy, cfn_endpoint:
     assert answer["body"]["RequestId"] == create["RequestId"]
     assert answer["body"]["Data"] == {"DashboardNames": "cni-stack", "Clusters": "alpha,beta"}
     assert clusters_on(dashboards(aws)) == ["alpha", "beta"]
-    assert len(alarm_names(aws)) == 10
+    assert len(alarm_names(aws)) == 12
     utilisation = aws.describe_alarms(AlarmNames=["cni-stack/alpha/ip-utilization"])["MetricAlarms"][0]
     assert utilisation["Threshold"] == 85.0
     # when an Update changes the clusters

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from cni_metrics.dashboard.body import (
     FLEET_CHUNK,
+    MAX_CLUSTERS_PER_DASHBOARD,
     MAX_WIDGETS,
     TOP_EXPRESSION,
     WIDGETS_PER_CLUSTER,
@@ -135,13 +136,13 @@ def test_a_large_fleet_is_split_and_pages_link_to_each_other() -> None:
 
 
 def test_a_thousand_clusters_still_fit_the_limits() -> None:
-    # given 1000 clusters (ten times the default EKS quota per region), 45 per dashboard
-    pages = build(names(1000), clusters_per_dashboard=45)
+    # given 1000 clusters (ten times the default EKS quota per region), as many per dashboard as fit
+    pages = build(names(1000), clusters_per_dashboard=MAX_CLUSTERS_PER_DASHBOARD)
     # then the first page makes room for its fleet row (two widgets per chunk) and no page exceeds 500
     assert max(len(p.body["widgets"]) for p in pages) <= MAX_WIDGETS
     fleet_widgets = 2 * (1000 // FLEET_CHUNK)
     assert len(pages[0].clusters) == (MAX_WIDGETS - 1 - fleet_widgets) // WIDGETS_PER_CLUSTER
-    assert len(pages[1].body["widgets"]) == 1 + 45 * WIDGETS_PER_CLUSTER
+    assert len(pages[1].body["widgets"]) == 1 + MAX_CLUSTERS_PER_DASHBOARD * WIDGETS_PER_CLUSTER
 
 
 def test_no_clusters_gives_a_valid_page_saying_so() -> None:
@@ -152,13 +153,13 @@ def test_no_clusters_gives_a_valid_page_saying_so() -> None:
 
 def test_options_are_checked() -> None:
     with pytest.raises(ValueError, match="clusters_per_dashboard"):
-        DashboardOptions(clusters_per_dashboard=46)
+        DashboardOptions(clusters_per_dashboard=MAX_CLUSTERS_PER_DASHBOARD + 1)
     with pytest.raises(ValueError, match="warn_pct"):
         DashboardOptions(warn_pct=95.0, critical_pct=90.0)
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(cluster_names, max_size=60), st.integers(min_value=1, max_value=45))
+@given(st.lists(cluster_names, max_size=60), st.integers(min_value=1, max_value=MAX_CLUSTERS_PER_DASHBOARD))
 def test_any_fleet_gives_valid_deterministic_bodies(clusters: list[str], per_page: int) -> None:
     # given any set of valid cluster names and page size
     first = build(clusters, clusters_per_dashboard=per_page)

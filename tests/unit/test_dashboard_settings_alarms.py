@@ -56,18 +56,24 @@ def test_discovery_tag_is_parsed() -> None:
     assert load_settings({**ENV, "CLUSTER_DISCOVERY_TAG": "team = net"}).discovery_tag == ("team", "net")
 
 
-def test_five_alarms_per_cluster_named_under_the_set_prefix() -> None:
+def test_six_alarms_per_cluster_named_under_the_set_prefix() -> None:
     # given two clusters and a topic
     alarms = desired_alarms(["b", "a", "a"], AlarmOptions(name="cni", topic_arn="arn:topic", periods=3))
-    # then each cluster has five alarms, all under "cni/", all notifying the topic
+    # then each cluster has six alarms, all under "cni/", all notifying the topic
     assert sorted(alarms) == sorted(f"cni/{c}/{k}" for c in "ab" for k in (
-        "ip-utilization", "nodes-near-exhaustion", "no-available-ips", "nodes-failed", "collector-silent"))
+        "ip-utilization", "nodes-near-exhaustion", "no-available-ips", "nodes-failed", "collector-silent",
+        "hours-to-exhaustion"))
     assert all(name.startswith(alarm_prefix("cni")) for name in alarms)
     assert all(a["AlarmActions"] == ["arn:topic"] == a["OKActions"] for a in alarms.values())
     # and silence of the collector counts as breaching, while utilisation keeps its state
     assert alarms["cni/a/collector-silent"]["TreatMissingData"] == "breaching"
     assert alarms["cni/a/ip-utilization"]["TreatMissingData"] == "ignore"
     assert alarms["cni/a/ip-utilization"]["EvaluationPeriods"] == 3
+    # and running out within 24 h at the current trend alarms; no estimate (flat trend) does not
+    exhaustion = alarms["cni/a/hours-to-exhaustion"]
+    assert (exhaustion["MetricName"], exhaustion["ComparisonOperator"], exhaustion["Threshold"]) == (
+        "hoursToIPExhaustion", "LessThanThreshold", 24.0)
+    assert exhaustion["TreatMissingData"] == "notBreaching"
     assert alarms["cni/a/no-available-ips"]["Statistic"] == "Sum"
 
 

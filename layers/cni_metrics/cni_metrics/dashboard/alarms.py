@@ -10,6 +10,8 @@ Alarm names are ``{set}/{cluster}/{kind}``; dashboard names cannot hold ``/``, s
 - ``nodes-failed``: Maximum nodesFailed > 0 for ``periods`` periods (partial collection).
 - ``collector-silent``: SampleCount of nodesScraped < 1 for ``periods`` periods with missing data
   treated as breaching: the collector stopped publishing for that cluster (or cannot reach it).
+- ``hours-to-exhaustion``: Minimum hoursToIPExhaustion < ``exhaustion_hours`` (24) in a period: at the
+  current trend pods run out of IPs within a day; missing data (flat or falling trend) is fine.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cni_metrics.dashboard.body import DIMENSION, MANAGED_BY
+from cni_metrics.dashboard.body import DIMENSION, EXHAUSTION_HOURS, MANAGED_BY
 
 ALARM_PERIOD = 300
 
@@ -32,6 +34,7 @@ class AlarmOptions:
     topic_arn: str = ""
     utilization_pct: float = 80.0
     periods: int = 3
+    exhaustion_hours: float = EXHAUSTION_HOURS
 
 
 def alarm_prefix(name: str) -> str:
@@ -54,6 +57,9 @@ def desired_alarms(clusters: Iterable[str], options: AlarmOptions) -> dict[str, 
              "notBreaching", "the collector failed to scrape some nodes"),
             ("collector-silent", "nodesScraped", "SampleCount", "LessThanThreshold", 1.0, options.periods,
              "breaching", "the collector published nothing"),
+            ("hours-to-exhaustion", "hoursToIPExhaustion", "Minimum", "LessThanThreshold",
+             options.exhaustion_hours, 1, "notBreaching",
+             f"IPs run out within {options.exhaustion_hours:g} h at the current trend"),
         ]
         for kind, metric, stat, operator, threshold, periods, missing, what in specs:
             name = f"{alarm_prefix(options.name)}{cluster}/{kind}"

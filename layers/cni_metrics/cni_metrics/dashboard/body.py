@@ -4,7 +4,10 @@ Same clusters and options give the same bodies: clusters are de-duplicated and s
 widget is placed by a fixed layout. A fleet larger than one page is split across several dashboards
 (``name``, ``name-2``, ...) whose text widgets link to each other. The first page carries the fleet row
 (every cluster's utilisation, and the clusters closest to exhaustion); each page carries one section of
-eleven widgets per cluster. The totalIPv4Prefixes graph is always drawn: it stays flat at 0 on
+fourteen widgets per cluster, the last row for capacity: hours to exhaustion, utilisation per zone and
+free IPs per subnet (SEARCH expressions: zones and subnets are found in the metrics), and a Logs Insights
+table of the nodes nearest exhaustion from the collector's log group. The totalIPv4Prefixes graph is
+always drawn: it stays flat at 0 on
 clusters that do not use prefix delegation, which is itself worth seeing.
 """
 
@@ -21,7 +24,10 @@ Json = dict[str, Any]
 GRID_WIDTH = 24
 MAX_WIDGETS = 500
 DIMENSION = "CLUSTER_ID"
-WIDGETS_PER_CLUSTER = 11
+WIDGETS_PER_CLUSTER = 14
+MAX_CLUSTERS_PER_DASHBOARD = (MAX_WIDGETS - 1) // WIDGETS_PER_CLUSTER
+EXHAUSTION_HOURS = 24.0
+CAPACITY_LOG_MESSAGE = "nodes nearest IP exhaustion"  # cni_metrics.service.CAPACITY_MESSAGE
 FLEET_CHUNK = 50  # clusters on one fleet graph (the ranking widget holds one more: its expression)
 TOP_N = 10
 TOP_EXPRESSION = f"SLICE(SORT(METRICS(), MAX, DESC), 0, {TOP_N})"
@@ -39,9 +45,10 @@ class DashboardOptions:
     warn_pct: float = 80.0
     critical_pct: float = 90.0
     clusters_per_dashboard: int = 20
+    collector_log_group: str = ""
 
     def __post_init__(self) -> None:
-        if not 1 <= self.clusters_per_dashboard <= (MAX_WIDGETS - 1) // WIDGETS_PER_CLUSTER:
+        if not 1 <= self.clusters_per_dashboard <= MAX_CLUSTERS_PER_DASHBOARD:
             raise ValueError(f"clusters_per_dashboard out of range: {self.clusters_per_dashboard}")
         if not 0 < self.warn_pct <= self.critical_pct <= 100:
             raise ValueError("need 0 < warn_pct <= critical_pct <= 100")
@@ -253,4 +260,57 @@ def _cluster_rows(cluster: str, options: DashboardOptions) -> list[list[tuple[in
         [(8, 6, ips), (8, 6, utilisation), (8, 6, warm)],
         [(6, 6, enis), (6, 6, prefixes), (6, 6, errors), (6, 6, ec2)],
         [(8, 6, latency), (8, 6, nodes), (8, 6, duration)],
+        _capacity_row(cluster, options),
     ]
+
+
+def search(namespace: str, dimensions: tuple[str, ...], metric: str, cluster: str, stat: str,
+           period: int) -> str:
+    """A SEARCH expression for one metric of one cluster over every value of the other ``dimensions``."""
+    schema = ",".join([_quote(namespace), *dimensions])
+    return f"SEARCH('{{{schema}}} MetricName=\"{metric}\" {DIMENSION}=\"{cluster}\"', '{stat}', {period})"
+
+
+def _quote(name: str) -> str:
+    return f'"{name}"' if not name.replace("_", "").isalnum() else name
+
+
+def _capacity_row(cluster: str, options: DashboardOptions) -> list[tuple[int, int, Json]]:
+    def m(name: str, **extra: Any) -> list[Any]:
+        return _metric(cluster, name, options, **extra)
+
+    hours = _graph(
+        "Capacity: hours to IP exhaustion (trend of assigned IPs) / IPs remaining",
+        [m("hoursToIPExhaustion", label="hours to exhaustion"),
+         m("remainingIPAddresses", label="IPs remaining", yAxis="right")],
+        options, "Minimum",
+        annotations={"horizontal": [{"label": f"{EXHAUSTION_HOURS:g} h", "value": EXHAUSTION_HOURS,
+                                     "color": "#d62728"}]},
+        yAxis={"left": {"min": 0, "label": "hours", "showUnits": False}, "right": {"min": 0}},
+    )
+    zones_and_subnets = _graph(
+        "Capacity: utilisation % per zone / free IPs per subnet",
+        [[{"expression": search(options.namespace, (DIMENSION, "AvailabilityZone"), "zoneIPUtilization",
+                                cluster, "Maximum", options.period), "id": "zones"}],
+         [{"expression": search(options.namespace, (DIMENSION, "AvailabilityZone", "SubnetId"),
+                                "availableSubnetIPAddresses", cluster, "Minimum", options.period),
+           "id": "subnets", "yAxis": "right"}]],
+        options, "Maximum",
+        yAxis={"left": {"min": 0, "max": 100, "label": "%", "showUnits": False}, "right": {"min": 0}},
+    )
+    return [(8, 6, hours), (8, 6, zones_and_subnets), (8, 6, _nearest_nodes(cluster, options))]
+
+
+def _nearest_nodes(cluster: str, options: DashboardOptions) -> Json:
+    """Logs Insights table of the collector's nearest-nodes records (a text without a log group)."""
+    title = "Nodes nearest IP exhaustion (node instance-type zone assigned/held/max)"
+    if not options.collector_log_group:
+        return _text(f"**{title}**: set COLLECTOR_LOG_GROUP (the collector's log group) to show them here.")
+    query = (
+        f"SOURCE '{options.collector_log_group}' | fields @timestamp, "
+        "`capacity.nodesNearIPExhaustion` as near, nearest "
+        f"| filter message = '{CAPACITY_LOG_MESSAGE}' and cluster = '{cluster}' "
+        "| sort @timestamp desc | limit 10"
+    )
+    return {"type": "log", "properties": {"title": title, "query": query, "region": options.region,
+                                          "view": "table"}}

@@ -106,7 +106,8 @@ def fetch_page_series(page: DashboardPage, cloudwatch: Any, start: datetime, end
                       period: int | None = None) -> dict[int, list[Series]]:
     """GetMetricData for every plain metric of the page's metric widgets, by widget index.
 
-    ``period`` replaces the widgets' periods when given.
+    ``period`` replaces the widgets' periods when given. A SEARCH expression of this package's bodies
+    (``cni_metrics.dashboard.body.search``) becomes one line per metric ListMetrics finds for it.
     """
     queries: list[dict[str, Any]] = []
     meta: dict[str, tuple[int, str, str]] = {}
@@ -118,7 +119,12 @@ def fetch_page_series(page: DashboardPage, cloudwatch: Any, start: datetime, end
             options = line[-1] if isinstance(line[-1], dict) else {}
             values = line[:-1] if options else line
             if not values:
-                continue  # an expression: evaluated when drawing
+                for s_index, (found, stat, label) in enumerate(_search(cloudwatch, options)):
+                    query_id = f"w{w_index}m{m_index}s{s_index}"
+                    queries.append({"Id": query_id, "ReturnData": True, "MetricStat": {
+                        "Metric": found, "Period": period or int(props.get("period", 60)), "Stat": stat}})
+                    meta[query_id] = (w_index, label, str(options.get("yAxis", "left")))
+                continue  # any other expression: evaluated when drawing
             query_id = f"w{w_index}m{m_index}"
             dimensions = [{"Name": values[i], "Value": values[i + 1]} for i in range(2, len(values), 2)]
             queries.append({
@@ -154,6 +160,32 @@ def fetch_page_series(page: DashboardPage, cloudwatch: Any, start: datetime, end
             series.setdefault(w_index, []).append(Series(
                 label, axis, tuple(t for t, _ in points), tuple(float(v) for _, v in points)))
     return series
+
+
+_SEARCH = re.compile(
+    r"^SEARCH\('\{([^}]*)\} MetricName=\"([^\"]+)\" ([A-Za-z_]+)=\"([^\"]+)\"', '(\w+)', \d+\)$"
+)
+
+
+def _search(cloudwatch: Any, options: dict[str, Any]) -> list[tuple[dict[str, Any], str, str]]:
+    """(metric, stat, label) for each metric matching a SEARCH expression; [] for other expressions."""
+    match = _SEARCH.match(str(options.get("expression", "")))
+    if match is None:
+        return []
+    schema, metric, key, value, stat = match.groups()
+    namespace, *dimensions = [part.strip('"') for part in schema.split(",")]
+    found = []
+    for page in cloudwatch.get_paginator("list_metrics").paginate(
+        Namespace=namespace, MetricName=metric, Dimensions=[{"Name": key, "Value": value}]
+    ):
+        for candidate in page.get("Metrics", []):
+            names = sorted(d["Name"] for d in candidate.get("Dimensions", []))
+            if names == sorted(dimensions) and candidate not in found:  # moto repeats ListMetrics entries
+                found.append(candidate)
+    found.sort(key=lambda c: sorted((d["Name"], d["Value"]) for d in c["Dimensions"]))
+    return [
+        (c, stat, " ".join(d["Value"] for d in c["Dimensions"] if d["Name"] != key) or metric) for c in found
+    ]
 
 
 def _time_axis(series: dict[int, list[Series]], start: datetime, end: datetime) -> tuple[datetime, datetime]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cni_metrics.dashboard.alarms import AlarmOptions
-from cni_metrics.dashboard.body import DashboardOptions
+from cni_metrics.dashboard.body import MAX_CLUSTERS_PER_DASHBOARD, DashboardOptions
 
 _DASHBOARD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 _CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
@@ -36,6 +36,7 @@ class DashboardSettings:
     utilization_alarm_pct: float
     critical_pct: float
     clusters_per_dashboard: int
+    collector_log_group: str = ""
 
     def dashboard_options(self) -> DashboardOptions:
         """Body-builder options."""
@@ -44,6 +45,7 @@ class DashboardSettings:
             warn_pct=self.utilization_alarm_pct,
             critical_pct=max(self.critical_pct, self.utilization_alarm_pct),
             clusters_per_dashboard=self.clusters_per_dashboard,
+            collector_log_group=self.collector_log_group,
         )
 
     def alarm_options(self) -> AlarmOptions:
@@ -94,6 +96,7 @@ def load_settings(env: Mapping[str, str] | None = None, properties: Mapping[str,
         utilization_alarm_pct=_pct("IP_UTILIZATION_ALARM_PCT", merged.get("IP_UTILIZATION_ALARM_PCT", "80")),
         critical_pct=_pct("EXHAUSTION_THRESHOLD_PCT", merged.get("EXHAUSTION_THRESHOLD_PCT", "90")),
         clusters_per_dashboard=_int("CLUSTERS_PER_DASHBOARD", merged.get("CLUSTERS_PER_DASHBOARD", "20")),
+        collector_log_group=merged.get("COLLECTOR_LOG_GROUP", "").strip(),
     )
 
 
@@ -160,6 +163,6 @@ def _int(name: str, value: str) -> int:
         number = int(value)
     except ValueError:
         raise SettingsError(f"{name} {value!r}: not an integer") from None
-    if not 1 <= number <= 45:
-        raise SettingsError(f"{name} {value!r}: expected 1..45")
+    if not 1 <= number <= MAX_CLUSTERS_PER_DASHBOARD:
+        raise SettingsError(f"{name} {value!r}: expected 1..{MAX_CLUSTERS_PER_DASHBOARD}")
     return number
