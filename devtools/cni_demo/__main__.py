@@ -28,7 +28,9 @@ from types import ModuleType
 from typing import Any
 
 import boto3
+from fake_eks.network import MotoNetwork
 
+from cni_demo.capacity import capacity_rows, published_value
 from cni_demo.truth import TruthTracker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +48,7 @@ class ClusterReport:
     name: str
     statuses: list[str] = field(default_factory=list)
     rows: list[tuple[str, str, float | None, float]] = field(default_factory=list)
+    estimate: float | None = None
 
     @property
     def mismatches(self) -> list[str]:
@@ -112,6 +115,7 @@ def collector_environment(moto_url: str, eks_env: dict[str, str]) -> dict[str, s
     env.update(
         AWS_ENDPOINT_URL_S3=moto_url,
         AWS_ENDPOINT_URL_CLOUDWATCH=moto_url,
+        AWS_ENDPOINT_URL_EC2=moto_url,
         PUBLISH_MODE="putmetricdata",
         POWERTOOLS_LOG_LEVEL=os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
     )
@@ -154,6 +158,9 @@ def demo_session(cycles: int) -> Iterator[DemoRun]:
         os.environ.update(env)
         boto3.client("s3").create_bucket(Bucket=env["STATE_BUCKET"])
         clusters = env["CLUSTER_NAMES"].split(",")
+        network = MotoNetwork(eks, boto3.client("ec2"))
+        for name in clusters:
+            network.provision(name)  # VPC, subnets per zone and ENIs in moto; the stand-in names them
         print(f"moto at {moto_url}; EKS stand-in '{SCENARIO}' with {', '.join(clusters)}", flush=True)
 
         handler = load_handler()
@@ -174,12 +181,16 @@ def demo_session(cycles: int) -> Iterator[DemoRun]:
             if cycle < cycles - 1:
                 for name in clusters:
                     eks.advance(name)
+                    network.sync(name)
 
         cloudwatch = boto3.client("cloudwatch")
         for name, report in reports.items():
             collected_at, gauges = last[name]
             increases = truth.increases(name)
             _compare(report, cloudwatch, collected_at, gauges, truth.served[name], increases, started)
+            at = datetime.fromisoformat(collected_at).replace(microsecond=0)
+            report.rows += capacity_rows(cloudwatch, boto3.client("ec2"), eks.truth(name), at)
+            report.estimate = published_value(cloudwatch, name, "hoursToIPExhaustion", {}, at)
         yield DemoRun(list(reports.values()), cycles, time.monotonic() - began, moto_url, cloudwatch, started)
 
 
@@ -244,6 +255,10 @@ def print_report(run: DemoRun) -> None:
             shown = "missing" if published is None else f"{published:,.2f}"
             verdict = "ok" if _agree(published, expected) else "MISMATCH"
             print(f"   {name:<28}{what:<14}{shown:>14}{expected:>14,.2f}  {verdict}")
+        estimate = report.estimate
+        hours = "no estimate (trend flat or falling)" if estimate is None else (
+            f"{estimate:,.4f} h = {estimate * 3600:,.0f} s (the demo's cycles are seconds apart)")
+        print(f"   hoursToIPExhaustion (last cycle): {hours}")
     verdict = "every number agrees" if run.ok else "MISMATCHES: " + ", ".join(
         f"{r.name}: {', '.join(r.mismatches)}" for r in run.clusters if r.mismatches
     )

@@ -96,10 +96,9 @@ class MotoNetwork:
         pods = self.eks.truth(cluster)["pods"]
         nodes = {pod["node"]: pod for pod in pods}
         for node in [n for n in state.primaries if n not in nodes]:
-            for table in (state.primaries, state.pods):
-                eni = table.pop(node, None)
-                if eni is not None and eni.eni_id not in {e.eni_id for e in table.values()}:
-                    self.ec2.delete_network_interface(NetworkInterfaceId=eni.eni_id)
+            gone = {state.primaries.pop(node).eni_id, state.pods.pop(node).eni_id}
+            for eni_id in sorted(gone):
+                self.ec2.delete_network_interface(NetworkInterfaceId=eni_id)
         for node, pod in sorted(nodes.items()):
             zone = pod["zone"]
             primary = state.primaries.get(node)
