@@ -367,6 +367,7 @@ def test_dashboard_environment_and_custom_resource_follow_the_contract() -> None
     assert {k: env[k] for k in names} == {
         "DASHBOARD_NAME": "fleet", "ALARMS_ENABLED": "true", "ALARM_TOPIC_ARN": topic,
         "IP_UTILIZATION_ALARM_PCT": "80", "METRICS_NAMESPACE": "Kubernetes", "CLUSTER_NAMES": "prod"}
+    assert env["COLLECTOR_LOG_GROUP"] == "<CollectorLogGroup>"  # its Logs Insights table of nearest nodes
     assert "STATE_BUCKET" not in env
     # And the custom resource is served by the dashboard function with the clusters and namespace
     assert custom["Type"] == "Custom::CniDashboard"
