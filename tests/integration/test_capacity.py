@@ -216,3 +216,35 @@ def test_time_to_exhaustion_on_the_draining_scenario_is_within_20_percent(
         estimate, actual = estimates[m], (exhausted_at - m) / 60.0
         assert estimate is not None
         assert abs(estimate - actual) <= 0.2 * actual, (m, estimate * 60, actual * 60)
+
+
+def test_missing_capacity_permissions_cost_only_their_numbers(
+    env: Callable[[Any, list[str]], Any],
+    fake_eks_factory: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="cni_metrics.collect")
+    # given a cluster whose RBAC allows the scrape but not listing nodes or ENIConfigs
+    rules = [
+        {"verbs": ["list"], "resources": ["pods"], "namespaces": ["kube-system"]},
+        {"verbs": ["get"], "resources": ["pods/proxy"], "namespaces": ["kube-system"]},
+    ]
+    scenario = {"name": "narrow", "clusters": [{"name": "narrow", "nodes": 3}],
+                "groups": {"cni-metrics": rules}}
+    eks = fake_eks_factory(scenario)
+    settings = env(eks, ["narrow"])
+    MotoNetwork(eks, boto3.client("ec2")).provision("narrow")
+    # when the collector runs
+    summary = run_collection(settings, deps=build_deps(settings), remaining_seconds=55)
+    # then the cluster is ok with its gauges and subnet headroom, but without zone numbers
+    [outcome] = summary.clusters
+    at = datetime.fromisoformat(str(outcome.collected_at))
+    assert (outcome.status, outcome.nodes) == ("ok", 3)
+    assert latest("narrow", "assignIPAddresses", {}, at) is not None
+    assert latest("narrow", "minSubnetAvailableIPAddresses", {}, at) is not None
+    listed = boto3.client("cloudwatch").list_metrics(Namespace="Kubernetes")["Metrics"]
+    assert not any(metric["MetricName"].startswith("zone") for metric in listed)
+    # and each missing part is named in a warning
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("capacity numbers incomplete: listing nodes: HTTP 403" in w for w in warnings)
+    assert any("capacity numbers incomplete: listing ENIConfigs: HTTP 403" in w for w in warnings)

@@ -1,7 +1,8 @@
 """Where capacity numbers come from besides the scrape: node zones, ENIConfigs and subnets.
 
 - Nodes (``GET /api/v1/nodes``, RBAC ``list nodes``): zone (``topology.kubernetes.io/zone``) and instance
-  type (``node.kubernetes.io/instance-type``) per node name.
+  type (``node.kubernetes.io/instance-type``) per node name, asked as metadata only
+  (``PartialObjectMetadataList``: a Node object with its images and conditions is several KB).
 - ENIConfigs (``GET /apis/crd.k8s.amazonaws.com/v1alpha1/eniconfigs``, RBAC ``list eniconfigs``): the
   subnets of custom networking; a cluster without the CRD (404) has none.
 - Subnets: the cluster's (``eks:DescribeCluster`` ``resourcesVpcConfig.subnetIds``) and the ENIConfigs',
@@ -57,11 +58,14 @@ class SourceError(Exception):
     """A capacity source could not be read; the message is safe to log."""
 
 
-def _get(api: ApiClient, path: str, query: list[tuple[str, str | int]], timeout: tuple[float, float]
-         ) -> dict[str, Any]:
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+
+
+def _get(api: ApiClient, path: str, query: list[tuple[str, str | int]], timeout: tuple[float, float],
+         accept: str) -> dict[str, Any]:
     request = api.param_serialize(
         method="GET", resource_path=path, query_params=query,
-        header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+        header_params={"Accept": accept}, auth_settings=["BearerToken"],
     )
     response: Any = api.call_api(*request, _request_timeout=timeout)
     response.read()
@@ -71,14 +75,15 @@ def _get(api: ApiClient, path: str, query: list[tuple[str, str | int]], timeout:
     return document
 
 
-def _list_all(api: ApiClient, path: str, timeout: tuple[float, float]) -> list[dict[str, Any]]:
+def _list_all(api: ApiClient, path: str, timeout: tuple[float, float], accept: str = "application/json"
+              ) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     token: str | None = None
     while True:
         query: list[tuple[str, str | int]] = [("limit", PAGE_SIZE)]
         if token:
             query.append(("continue", token))
-        page = _get(api, path, query, timeout)
+        page = _get(api, path, query, timeout, accept)
         items.extend(page.get("items") or ())
         token = (page.get("metadata") or {}).get("continue") or None
         if token is None:
@@ -92,7 +97,7 @@ def _label(labels: dict[str, str], keys: tuple[str, ...]) -> str | None:
 def list_nodes(api: ApiClient, timeout: tuple[float, float]) -> dict[str, NodeInfo]:
     """Zone and instance type of every node, by node name."""
     out = {}
-    for item in _list_all(api, "/api/v1/nodes", timeout):
+    for item in _list_all(api, "/api/v1/nodes", timeout, METADATA_ONLY):
         metadata = item.get("metadata") or {}
         labels = metadata.get("labels") or {}
         info = NodeInfo(_label(labels, ZONE_LABELS), _label(labels, INSTANCE_TYPE_LABELS))
