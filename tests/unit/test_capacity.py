@@ -215,3 +215,31 @@ def test_both_publishers_send_extra_dimensions_after_cluster_id(capsys: pytest.C
         [70.0],
         "prod",
     )
+
+
+def test_collect_cli_report_shows_capacity() -> None:
+    # given a collection with two nodes, their subnets and one capacity source that failed
+    from cni_metrics.capacity.sources import CapacitySources
+    from cni_metrics.cli.collect import _table, report
+    from cni_metrics.collect import ClusterCollection, CollectionHealth
+
+    sources = CapacitySources(
+        subnets=[Subnet("subnet-1", "az-a", 30, "10.0.0.0/24")],
+        pod_subnet_ids=frozenset({"subnet-1"}),
+        errors=["listing ENIConfigs: HTTP 403"],
+    )
+    nodes = [node("n1", "az-a", 9, 14, 10), node("n2", "az-a", 2, 14, 28)]
+    collection = ClusterCollection("prod", "ok", None, nodes, set(), CollectionHealth(2, 2), [], T0, sources)
+    # when it is reported
+    doc = report(collection)
+    table = _table(doc)
+    # then: subnet headroom, zone utilisation, remaining (min(27, 30 + 17)) and the nearest node first
+    cap = doc["capacity"]
+    assert cap["subnets"] == [
+        {"subnetId": "subnet-1", "zone": "az-a", "cidr": "10.0.0.0/24", "available": 30}
+    ]
+    assert cap["zoneIPUtilization"] == {"az-a": round(11 / 38 * 100, 1)}
+    assert cap["remainingIPAddresses"] == 27
+    assert [n["node"] for n in cap["nearest"]] == ["n1", "n2"]
+    assert "subnet subnet-1 az-a 10.0.0.0/24: 30 free" in table
+    assert "capacity incomplete: listing ENIConfigs: HTTP 403" in table

@@ -15,12 +15,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from cni_metrics.capacity.core import capacity
 from cni_metrics.core.aggregate import aggregate
 
 if TYPE_CHECKING:
     from cni_metrics.collect import ClusterCollection
 
 MAX_NODE_ERRORS_SHOWN = 20
+DEFAULT_THRESHOLD_PCT = 90.0  # EXHAUSTION_THRESHOLD_PCT's default
 
 
 def register(subparsers: Any) -> None:
@@ -57,10 +59,28 @@ def report(collection: ClusterCollection) -> dict[str, Any]:
         result = aggregate(collection.nodes, None, now=collection.collected_at)
         doc["metrics"] = {m.name: _number(m.value) for m in result.metrics}
         doc["units"] = {m.name: m.unit for m in result.metrics}
+        doc["capacity"] = _capacity(collection)
     doc["nodeErrors"] = [
         {"pod": e.pod, "reason": e.reason, "message": e.message} for e in collection.node_errors
     ]
     return doc
+
+
+def _capacity(collection: ClusterCollection) -> dict[str, Any]:
+    """Subnet headroom, utilisation per zone, what remains and the nodes nearest exhaustion (no trend yet)."""
+    sources = collection.capacity
+    subnets = sources.subnets if sources is not None else None
+    cap = capacity(collection.nodes, subnets, sources.pod_subnet_ids if sources is not None else (), [],
+                   now=collection.collected_at, threshold_pct=DEFAULT_THRESHOLD_PCT)
+    return {
+        "subnets": [{"subnetId": s.subnet_id, "zone": s.zone, "cidr": s.cidr, "available": s.available}
+                    for s in sorted(subnets or [], key=lambda s: s.subnet_id)],
+        "zoneIPUtilization": {m.dimensions[0][1]: round(m.value, 1) for m in cap.metrics
+                              if m.name == "zoneIPUtilization"},
+        "remainingIPAddresses": cap.remaining,
+        "nearest": [n.as_record() for n in cap.top],
+        "errors": list(sources.errors) if sources is not None else [],
+    }
 
 
 def _number(value: float) -> float | int:
@@ -84,6 +104,15 @@ def _table(doc: dict[str, Any]) -> str:
         lines.append("")
         units = doc["units"]
         lines.extend(f"  {name:<{width}}  {value:>14}  {units[name]}" for name, value in metrics.items())
+    cap = doc.get("capacity")
+    if cap:
+        lines += ["", f"  IPs remaining: {cap['remainingIPAddresses']}"]
+        lines += [f"  subnet {s['subnetId']} {s['zone']} {s['cidr']}: {s['available']} free"
+                  for s in cap["subnets"]]
+        lines += [f"  zone {zone}: {pct}% used" for zone, pct in cap["zoneIPUtilization"].items()]
+        lines += [f"  near exhaustion: {n['node']} {n['instanceType']} {n['zone']} "
+                  f"{n['assigned']:g}/{n['held']:g}/{n['max']:g}" for n in cap["nearest"][:5]]
+        lines += [f"  capacity incomplete: {error}" for error in cap["errors"]]
     if doc["nodeErrors"]:
         lines += ["", "  failed nodes:"]
         shown = doc["nodeErrors"][:MAX_NODE_ERRORS_SHOWN]
