@@ -6,11 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from local_lambda.built import BuildError, load_function
 from local_lambda.runner import invoke, invoke_built
+from local_lambda.runtime_api import Invocation, RuntimeApiServer
 
 pytestmark = pytest.mark.e2e
 
@@ -202,3 +205,30 @@ def test_cli_prints_result_and_exit_code(build_dir: Path, tmp_path: Path) -> Non
     assert "REPORT RequestId:" in ok.stderr
     assert failed.returncode == 1
     assert json.loads(failed.stdout)["errorMessage"] == "boom"
+
+
+def test_runtime_api_next_carries_content_type_and_deadline() -> None:
+    # Given a Runtime API server holding one event with a 7 s timeout
+    arn = "arn:aws:lambda:local:123456789012:function:f"
+    invocation = Invocation(event=b'{"k": 1}', function_arn=arn, timeout_seconds=7)
+    with RuntimeApiServer(invocation) as server:
+        base = f"http://{server.address}/2018-06-01/runtime/invocation"
+
+        # When the runtime asks for the next event and answers it
+        started = time.time()
+        with urllib.request.urlopen(f"{base}/next", timeout=5) as response:
+            headers, body = response.headers, response.read()
+        url = f"{base}/{invocation.request_id}/response"
+        answer = urllib.request.Request(url, data=b'"done"', method="POST")
+        with urllib.request.urlopen(answer, timeout=5) as accepted:
+            status = accepted.status
+
+    # Then the event comes with a Content-Type (awslambdaric's C extension needs one), the request id and
+    # a deadline 7 s ahead; the response is accepted and recorded
+    assert body == b'{"k": 1}'
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Lambda-Runtime-Aws-Request-Id"] == invocation.request_id
+    assert abs(int(headers["Lambda-Runtime-Deadline-Ms"]) / 1000 - (started + 7)) < 1
+    assert status == 202
+    assert invocation.response == b'"done"'
+    assert invocation.finished.is_set()
