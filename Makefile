@@ -68,7 +68,7 @@ demo: venv
 
 validate: venv $(SAM_VENV)/.installed
 	$(SAM) validate --lint --region us-east-1
-	$(VENV)/bin/cfn-lint template.yaml
+	$(VENV)/bin/cfn-lint template.yaml deploy/cross-account-role.yaml
 
 build: $(SAM_VENV)/.installed
 	$(SAM_ENV) $(SAM) build --cached

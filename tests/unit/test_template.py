@@ -509,6 +509,28 @@ def test_rbac_manifest_grants_read_only_access_to_the_group() -> None:
     assert cluster_binding["subjects"] == subjects
 
 
+def test_cross_account_role_trusts_the_collector_and_reads_only_clusters_and_subnets() -> None:
+    # Given deploy/cross-account-role.yaml
+    template = read_template(REPO / "deploy" / "cross-account-role.yaml")
+    role = template["Resources"]["ClusterAccessRole"]["Properties"]
+
+    # Then only the collector role may assume it, and it may only describe clusters and subnets
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"AWS": {"Ref": "CollectorRoleArn"}}
+    assert trust["Action"] == "sts:AssumeRole"
+    (policy,) = role["Policies"]
+    statements = {s["Action"]: s["Resource"] for s in policy["PolicyDocument"]["Statement"]}
+    assert statements == {
+        "eks:DescribeCluster": {"Fn::Sub": "arn:${AWS::Partition}:eks:*:${AWS::AccountId}:cluster/*"},
+        "ec2:DescribeSubnets": "*",
+    }
+    # And its optional access entry maps it to the group, without access policy
+    entry = template["Resources"]["AccessEntry"]
+    assert entry["Condition"] == "HasCluster"
+    assert entry["Properties"]["KubernetesGroups"] == [{"Ref": "KubernetesGroup"}]
+    assert "AccessPolicies" not in entry["Properties"]
+
+
 def test_samconfig_default_profile_deploys() -> None:
     # Given samconfig.toml / Then its default profile names the stack, capabilities and resolve_s3
     config = tomllib.loads((REPO / "samconfig.toml").read_text())["default"]
