@@ -35,7 +35,7 @@ from cni_metrics.adapters.scraper import (
     ScrapeResult,
     ScrapeSettings,
 )
-from cni_metrics.capacity.sources import CapacitySources, read_sources
+from cni_metrics.capacity.sources import CapacitySources, start_reading
 from cni_metrics.core.model import MetricValue, NodeInput
 
 logger = logging.getLogger(__name__)
@@ -174,15 +174,17 @@ def _collect(
             timeout=(min(settings.connect_timeout, remaining), min(settings.read_timeout, remaining)),
             deadline=deadline,
         )
-        remaining = max(0.05, deadline - clock())
-        timeouts = (min(settings.connect_timeout, remaining), min(settings.read_timeout, remaining))
-        sources = read_sources(api, target, session, timeouts) if pods else None
     finally:
         api.rest_client.pool_manager.clear()
     health.nodes_total = len(pods)
     if not pods:
         return ClusterCollection(target.name, "no_aws_node_pods", None, [], set(), health, [], collected_at)
 
+    remaining = max(0.05, deadline - clock())
+    reading = start_reading(
+        lambda: api_client(endpoint.url, endpoint.ca_pem, tokens, pool_size=1), target, session,
+        (min(settings.connect_timeout, remaining), min(settings.read_timeout, remaining)), deadline, clock,
+    )
     scrapable = [pod for pod in pods if pod.scrapable]
     health.nodes_skipped = len(pods) - len(scrapable)
     scraper = Scraper(endpoint.url, context, tokens, settings, clock=clock)
@@ -190,6 +192,7 @@ def _collect(
         results = scraper.scrape_all([PodRef(pod.uid, pod.name) for pod in scrapable], deadline)
     finally:
         scraper.close()
+    sources = reading()
 
     by_key = {pod.uid: pod for pod in scrapable}
     nodes: list[NodeInput] = []
@@ -200,7 +203,7 @@ def _collect(
             failed.append(result)
             continue
         pod = by_key[result.key]
-        info = sources.nodes.get(pod.node_name or "") if sources is not None else None
+        info = sources.nodes.get(pod.node_name or "")
         nodes.append(NodeInput(
             key=pod.uid, name=pod.name, metrics=result.metrics, started_at=pod.started_at,
             restart_count=pod.restart_count, node_name=pod.node_name,

@@ -10,12 +10,17 @@
   subnets when there are any (custom networking), else from the cluster's.
 
 ``read_sources`` never raises: each part that fails is reported in ``errors`` and left empty (None for
-subnets), so a missing permission costs only the numbers that need it.
+subnets), so a missing permission costs only the numbers that need it. ``start_reading`` runs it in a
+thread while the nodes are scraped (the AWS clients are made first, in the caller's thread: boto3
+sessions are not thread-safe) and gives the result by the collection's deadline.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +31,7 @@ from kubernetes.client.api_client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from cni_metrics.adapters.eks_auth import ClusterTarget, credentials_for
+from cni_metrics.adapters.eks_auth import ClusterAccessError, ClusterTarget, credentials_for
 from cni_metrics.capacity.core import Subnet
 
 ZONE_LABELS = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone")
@@ -116,26 +121,26 @@ def eniconfig_subnets(api: ApiClient, timeout: tuple[float, float]) -> set[str]:
     return {str(item["spec"]["subnet"]) for item in items if (item.get("spec") or {}).get("subnet")}
 
 
-def _session(target: ClusterTarget, session: boto3.Session) -> boto3.Session:
-    if target.role_arn is None:
-        return session
-    creds = credentials_for(target, session)
-    return boto3.Session(aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
-                         aws_session_token=creds.token, region_name=target.region)
+def aws_clients(target: ClusterTarget, session: boto3.Session) -> tuple[Any, Any]:
+    """EKS and EC2 clients in the cluster's account (through its role when it has one)."""
+    if target.role_arn is not None:
+        creds = credentials_for(target, session)
+        session = boto3.Session(aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
+                                aws_session_token=creds.token, region_name=target.region)
+    return (session.client("eks", region_name=target.region, config=_CLIENT_CONFIG),
+            session.client("ec2", region_name=target.region, config=_CLIENT_CONFIG))
 
 
-def cluster_subnet_ids(target: ClusterTarget, session: boto3.Session) -> set[str]:
+def cluster_subnet_ids(eks: Any, cluster: str) -> set[str]:
     """``resourcesVpcConfig.subnetIds`` of the cluster (eks:DescribeCluster)."""
-    eks: Any = _session(target, session).client("eks", region_name=target.region, config=_CLIENT_CONFIG)
-    cluster = eks.describe_cluster(name=target.name)["cluster"]
-    return set(cluster.get("resourcesVpcConfig", {}).get("subnetIds") or ())
+    described = eks.describe_cluster(name=cluster)["cluster"]
+    return set(described.get("resourcesVpcConfig", {}).get("subnetIds") or ())
 
 
-def describe_subnets(target: ClusterTarget, session: boto3.Session, ids: set[str]) -> list[Subnet]:
+def describe_subnets(ec2: Any, ids: set[str]) -> list[Subnet]:
     """Free addresses, zone and CIDR of each subnet (ec2:DescribeSubnets)."""
     if not ids:
         return []
-    ec2: Any = _session(target, session).client("ec2", region_name=target.region, config=_CLIENT_CONFIG)
     subnets = []
     for page in ec2.get_paginator("describe_subnets").paginate(SubnetIds=sorted(ids)):
         for raw in page.get("Subnets", []):
@@ -144,9 +149,12 @@ def describe_subnets(target: ClusterTarget, session: boto3.Session, ids: set[str
     return subnets
 
 
-def read_sources(api: ApiClient, target: ClusterTarget, session: boto3.Session,
+def read_sources(api: ApiClient, clients: tuple[Any, Any] | None, cluster: str,
                  timeout: tuple[float, float]) -> CapacitySources:
-    """Nodes, ENIConfig subnets and subnet headroom; failures are reported in ``errors``, never raised."""
+    """Nodes, ENIConfig subnets and subnet headroom; failures are reported in ``errors``, never raised.
+
+    ``clients``: EKS and EC2 clients (None when they could not be made: no subnet numbers).
+    """
     sources = CapacitySources()
     try:
         sources.nodes = list_nodes(api, timeout)
@@ -157,13 +165,47 @@ def read_sources(api: ApiClient, target: ClusterTarget, session: boto3.Session,
         custom = eniconfig_subnets(api, timeout)
     except (ApiException, HTTPError, OSError, ValueError, KeyError, TypeError) as exc:
         sources.errors.append(f"listing ENIConfigs: {_describe(exc)}")
+    if clients is None:
+        return sources
+    eks, ec2 = clients
     try:
-        own = cluster_subnet_ids(target, session)
-        sources.subnets = describe_subnets(target, session, own | custom)
+        own = cluster_subnet_ids(eks, cluster)
+        sources.subnets = describe_subnets(ec2, own | custom)
         sources.pod_subnet_ids = frozenset(custom or own)
     except (ClientError, BotoCoreError) as exc:
         sources.errors.append(f"reading subnets: {_describe(exc)}")
     return sources
+
+
+def start_reading(
+    make_api: Callable[[], ApiClient], target: ClusterTarget, session: boto3.Session,
+    timeout: tuple[float, float], deadline: float, clock: Callable[[], float],
+) -> Callable[[], CapacitySources]:
+    """Read the sources in a thread from now on; the returned call gives them by ``deadline``."""
+    errors: list[str] = []
+    clients: tuple[Any, Any] | None = None
+    try:
+        clients = aws_clients(target, session)
+    except (ClusterAccessError, ClientError, BotoCoreError) as exc:
+        errors.append(f"reading subnets: {_describe(exc)}")
+    api = make_api()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"capacity-{target.name}")
+    future = pool.submit(read_sources, api, clients, target.name, timeout)
+    pool.shutdown(wait=False)
+
+    def result() -> CapacitySources:
+        try:
+            sources = future.result(timeout=max(0.0, deadline - clock()))
+        except FutureTimeout:
+            sources = CapacitySources(errors=["not read by the collection deadline"])
+        except Exception as exc:  # read_sources reports what it expects; nothing else may cost the run
+            sources = CapacitySources(errors=[f"unexpected {_describe(exc)}"])
+        else:
+            api.rest_client.pool_manager.clear()
+        sources.errors[:0] = errors
+        return sources
+
+    return result
 
 
 def _describe(exc: Exception) -> str:
