@@ -11,6 +11,8 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import socket
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -19,8 +21,9 @@ from typing import Any
 import boto3
 import pytest
 from cni_metrics.adapters import eks_auth
+from cni_metrics.adapters.eks_auth import ClusterTarget
 from cni_metrics.capacity.core import TOP_K
-from cni_metrics.collect import ClusterCollection
+from cni_metrics.collect import ClusterCollection, collect_cluster
 from cni_metrics.config import ClusterSpec, load_settings
 from cni_metrics.service import CAPACITY_MESSAGE, Deps, build_deps, run_collection
 from fake_eks.network import MotoNetwork
@@ -248,3 +251,29 @@ def test_missing_capacity_permissions_cost_only_their_numbers(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("capacity numbers incomplete: listing nodes: HTTP 403" in w for w in warnings)
     assert any("capacity numbers incomplete: listing ENIConfigs: HTTP 403" in w for w in warnings)
+
+
+def test_a_hanging_ec2_api_delays_the_collection_by_one_read_timeout_at_most(
+    env: Callable[[Any, list[str]], Any],
+    fake_eks_factory: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given an EC2 endpoint that accepts connections and never answers
+    eks = fake_eks_factory({"name": "slow-ec2", "clusters": [{"name": "slow", "nodes": 3}]})
+    env(eks, ["slow"])
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", f"http://127.0.0.1:{hole.getsockname()[1]}")
+        # when one cluster is collected with a 1 s read timeout and a 20 s deadline
+        started = time.monotonic()
+        target = ClusterTarget("slow", "us-east-1")
+        collection = collect_cluster(target, read_timeout=1.0, deadline=started + 20)
+        elapsed = time.monotonic() - started
+    # then every node is scraped, with its zone, and the collection waited about one read timeout more
+    assert (collection.status, len(collection.nodes)) == ("ok", 3)
+    assert all(node.zone for node in collection.nodes)
+    assert elapsed < 5
+    assert collection.capacity is not None
+    assert collection.capacity.subnets is None
+    assert collection.capacity.errors == ["not all read in time (slow API)"]

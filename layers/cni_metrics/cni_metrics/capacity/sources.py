@@ -38,7 +38,7 @@ ZONE_LABELS = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io
 INSTANCE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
 ENICONFIG_PATH = "/apis/crd.k8s.amazonaws.com/v1alpha1/eniconfigs"
 PAGE_SIZE = 500
-_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"})
+_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,12 +150,13 @@ def describe_subnets(ec2: Any, ids: set[str]) -> list[Subnet]:
 
 
 def read_sources(api: ApiClient, clients: tuple[Any, Any] | None, cluster: str,
-                 timeout: tuple[float, float]) -> CapacitySources:
+                 timeout: tuple[float, float], into: CapacitySources | None = None) -> CapacitySources:
     """Nodes, ENIConfig subnets and subnet headroom; failures are reported in ``errors``, never raised.
 
-    ``clients``: EKS and EC2 clients (None when they could not be made: no subnet numbers).
+    ``clients``: EKS and EC2 clients (None when they could not be made: no subnet numbers). ``into``: the
+    object to fill (its ``nodes`` are set in one assignment, so a caller that stops waiting can use them).
     """
-    sources = CapacitySources()
+    sources = into if into is not None else CapacitySources()
     try:
         sources.nodes = list_nodes(api, timeout)
     except (ApiException, HTTPError, OSError, ValueError) as exc:
@@ -181,7 +182,12 @@ def start_reading(
     make_api: Callable[[], ApiClient], target: ClusterTarget, session: boto3.Session,
     timeout: tuple[float, float], deadline: float, clock: Callable[[], float],
 ) -> Callable[[], CapacitySources]:
-    """Read the sources in a thread from now on; the returned call gives them by ``deadline``."""
+    """Read the sources in a thread from now on.
+
+    The returned call waits for them at most ``timeout``'s read time more (never past ``deadline``): a slow
+    EC2 or Kubernetes API delays the collection by that much at worst, and then only the node zones
+    already read are used.
+    """
     errors: list[str] = []
     clients: tuple[Any, Any] | None = None
     try:
@@ -190,14 +196,15 @@ def start_reading(
         errors.append(f"reading subnets: {_describe(exc)}")
     api = make_api()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"capacity-{target.name}")
-    future = pool.submit(read_sources, api, clients, target.name, timeout)
+    partial = CapacitySources()
+    future = pool.submit(read_sources, api, clients, target.name, timeout, partial)
     pool.shutdown(wait=False)
 
     def result() -> CapacitySources:
         try:
-            sources = future.result(timeout=max(0.0, deadline - clock()))
+            sources = future.result(timeout=max(0.0, min(deadline, clock() + timeout[1]) - clock()))
         except FutureTimeout:
-            sources = CapacitySources(errors=["not read by the collection deadline"])
+            sources = CapacitySources(nodes=partial.nodes, errors=["not all read in time (slow API)"])
         except Exception as exc:  # read_sources reports what it expects; nothing else may cost the run
             sources = CapacitySources(errors=[f"unexpected {_describe(exc)}"])
         else:
