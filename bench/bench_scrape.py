@@ -59,7 +59,8 @@ def _scenario() -> dict[str, Any]:
 
 
 def _collect(eks: RunningFakeEks, cluster: str, concurrency: int, label: str) -> Run:
-    env = {**os.environ, **eks.env()}
+    # services the stand-in does not serve (EC2 for subnet headroom) go to a closed loopback port
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", **eks.env()}
     command = [
         str(Path(sys.executable).with_name("cni-metrics")), "collect", "--cluster", cluster, "--dry-run",
         "--format", "json", "--concurrency", str(concurrency), "--timeout", "600",

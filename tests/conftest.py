@@ -1,7 +1,8 @@
-"""Shared fixtures: the local EKS stand-in (devtools/fake_eks)."""
+"""Shared fixtures: the local EKS stand-in (devtools/fake_eks); no test ever reaches real AWS."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -10,6 +11,15 @@ import pytest
 from fake_eks.testing import RunningFakeEks, start_fake_eks
 
 FakeEksFactory = Callable[..., RunningFakeEks]
+# Every AWS service a test does not point at moto or the stand-in (AWS_ENDPOINT_URL_<SERVICE>) goes to
+# this closed loopback port instead of the real endpoint: tests never send traffic off the machine.
+CLOSED_AWS_ENDPOINT = "http://127.0.0.1:9"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Fence AWS endpoints and the instance metadata service off for the whole run (subprocesses too)."""
+    os.environ["AWS_ENDPOINT_URL"] = CLOSED_AWS_ENDPOINT
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 
 @pytest.fixture

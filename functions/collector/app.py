@@ -7,6 +7,8 @@ Reads like a table of contents; the work is in the ``cni_metrics`` layer (``/opt
 2. ``build_deps``: S3 state store, EMF or PutMetricData publisher, cluster collection (kept across warm
    invocations that share a configuration).
 3. ``run_collection``: every cluster, concurrently and isolated, within the invocation's remaining time.
+   When no cluster at all could be published the invocation fails (``CollectionFailed``), so the
+   template's Errors alarm and on-failure queue see it; partial failures are in the returned summary.
 
 Logs are structured (Powertools Logger, request context, a ``cluster`` key per cluster message; never a
 payload body or a credential). X-Ray tracing is off unless ``POWERTOOLS_TRACE_DISABLED=false``.
@@ -14,7 +16,6 @@ payload body or a credential). X-Ray tracing is off unless ``POWERTOOLS_TRACE_DI
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -26,10 +27,13 @@ from cni_metrics.config import ConfigError, load_settings
 from cni_metrics.service import Deps, build_deps, run_collection
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "cni-metrics")
-logging.getLogger("cni_metrics")
 copy_config_to_registered_loggers(source_logger=logger, include={"cni_metrics"})
 
 _deps: dict[str, Deps] = {}
+
+
+class CollectionFailed(RuntimeError):
+    """No cluster could be collected and published: fail the invocation so the Errors alarm fires."""
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -45,6 +49,10 @@ def _handle(event: Any, context: LambdaContext) -> dict[str, Any]:
     remaining = context.get_remaining_time_in_millis() / 1000.0
     summary = run_collection(settings, deps=deps, remaining_seconds=remaining)
     logger.info("run finished", extra={"summary": summary.to_dict()})
+    if summary.failed_everywhere:
+        raise CollectionFailed(
+            "; ".join(f"{c.cluster}: {c.status}: {c.error or 'no detail'}" for c in summary.clusters)
+        )
     return summary.to_dict()
 
 

@@ -353,3 +353,26 @@ def test_clusters_discovered_by_tag_are_collected(
     # then every tagged cluster was found and collected
     assert sorted(c["cluster"] for c in result["clusters"]) == fake_eks.clusters
     assert {c["status"] for c in result["clusters"]} == {"ok"}
+
+
+def test_a_run_where_no_cluster_can_be_collected_fails_the_invocation(
+    stand_in: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given one cluster the stand-in knows and one it does not
+    monkeypatch.setenv("CLUSTER_NAMES", "it-alpha,it-missing")
+    handler = load_handler()
+    # when the scheduled run comes, then the invocation succeeds with the failure in its summary
+    result = handler.lambda_handler(SCHEDULED, Context())
+    statuses = {c["cluster"]: c["status"] for c in result["clusters"]}
+    assert statuses == {"it-alpha": "ok", "it-missing": "error"}
+    assert result["ok"] is False
+    # given only clusters that cannot be reached
+    monkeypatch.setenv("CLUSTER_NAMES", "it-missing,it-gone")
+    # when the scheduled run comes, then the invocation fails (Lambda Errors, on-failure queue)
+    with pytest.raises(handler.CollectionFailed) as failure:
+        handler.lambda_handler(SCHEDULED, Context())
+    # and the error names each cluster and the cause the stand-in gave
+    for cluster in ("it-missing", "it-gone"):
+        assert f"{cluster}: error: DescribeCluster {cluster} failed: ResourceNotFoundException" in str(
+            failure.value
+        )

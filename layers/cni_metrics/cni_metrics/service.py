@@ -136,6 +136,13 @@ class RunSummary:
         """Whether every cluster was collected and published."""
         return all(outcome.status in ("ok", "no_aws_node_pods") for outcome in self.clusters)
 
+    @property
+    def failed_everywhere(self) -> bool:
+        """Whether no cluster got anything published: the invocation as a whole failed."""
+        return bool(self.clusters) and all(
+            outcome.status in ("error", "timeout", "publish_failed") for outcome in self.clusters
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the handler's return value)."""
         return {"runId": self.run_id, "ok": self.ok, "clusters": [c.to_dict() for c in self.clusters]}
