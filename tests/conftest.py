@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
+import boto3
 import pytest
 from fake_eks.testing import RunningFakeEks, start_fake_eks
 
@@ -50,4 +51,6 @@ def fake_eks_env(fake_eks: RunningFakeEks, monkeypatch: pytest.MonkeyPatch) -> R
         monkeypatch.delenv(key, raising=False)
     for key, value in fake_eks.env().items():
         monkeypatch.setenv(key, value)
+    # boto3's default session keeps the credentials it first resolved (an earlier test's): start afresh
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     return fake_eks
