@@ -7,7 +7,7 @@ Reads like a table of contents; the work is in the ``cni_metrics`` layer (``/opt
 2. ``build_deps``: S3 state store, EMF or PutMetricData publisher, cluster collection (kept across warm
    invocations that share a configuration).
 3. ``run_collection``: every cluster, concurrently and isolated, within the invocation's remaining time.
-   When no cluster at all could be published the invocation fails (``CollectionFailed``), so the
+   When no cluster at all could be collected the invocation fails (``CollectionFailed``), so the
    template's Errors alarm and on-failure queue see it; partial failures are in the returned summary.
 
 Logs are structured (Powertools Logger, request context, a ``cluster`` key per cluster message; never a
@@ -33,7 +33,7 @@ _deps: dict[str, Deps] = {}
 
 
 class CollectionFailed(RuntimeError):
-    """No cluster could be collected and published: fail the invocation so the Errors alarm fires."""
+    """No cluster could be collected: fail the invocation so the Errors alarm fires."""
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -138,10 +138,12 @@ class RunSummary:
 
     @property
     def failed_everywhere(self) -> bool:
-        """Whether no cluster got anything published: the invocation as a whole failed."""
-        return bool(self.clusters) and all(
-            outcome.status in ("error", "timeout", "publish_failed") for outcome in self.clusters
-        )
+        """Whether no cluster could be collected at all: the invocation as a whole failed.
+
+        ``publish_failed`` does not count: those datums wait in the outbox for the next run.
+        """
+        failed = ("error", "timeout")
+        return bool(self.clusters) and all(outcome.status in failed for outcome in self.clusters)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the handler's return value)."""
