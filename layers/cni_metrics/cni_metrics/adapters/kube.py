@@ -201,10 +201,20 @@ def _get_json(
         if remaining <= 0.05:
             raise DiscoveryError("the deadline passed while listing aws-node pods")
         timeout = (min(timeout[0], remaining), min(timeout[1], remaining))
+    return get_json(api, f"/api/v1/namespaces/{NAMESPACE}/pods", query, timeout)
+
+
+def get_json(
+    api: ApiClient,
+    path: str,
+    query: list[tuple[str, str | int]],
+    timeout: tuple[float, float],
+    accept: str = "application/json",
+) -> dict[str, Any]:
+    """GET ``path`` as JSON through the client's REST layer (auth, TLS, refresh hook); non-2xx raises."""
     request = api.param_serialize(
-        method="GET", resource_path="/api/v1/namespaces/{namespace}/pods",
-        path_params={"namespace": NAMESPACE}, query_params=query,
-        header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+        method="GET", resource_path=path, query_params=query,
+        header_params={"Accept": accept}, auth_settings=["BearerToken"],
     )
     response: Any = api.call_api(*request, _request_timeout=timeout)
     response.read()

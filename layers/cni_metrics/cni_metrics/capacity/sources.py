@@ -17,7 +17,6 @@ sessions are not thread-safe) and gives the result by the collection's deadline.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -32,6 +31,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from cni_metrics.adapters.eks_auth import ClusterAccessError, ClusterTarget, credentials_for
+from cni_metrics.adapters.kube import get_json
 from cni_metrics.capacity.core import Subnet
 
 ZONE_LABELS = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone")
@@ -66,20 +66,6 @@ class SourceError(Exception):
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 
-def _get(api: ApiClient, path: str, query: list[tuple[str, str | int]], timeout: tuple[float, float],
-         accept: str) -> dict[str, Any]:
-    request = api.param_serialize(
-        method="GET", resource_path=path, query_params=query,
-        header_params={"Accept": accept}, auth_settings=["BearerToken"],
-    )
-    response: Any = api.call_api(*request, _request_timeout=timeout)
-    response.read()
-    if not 200 <= response.status <= 299:
-        raise ApiException.from_response(http_resp=response, body=None, data=None)
-    document: dict[str, Any] = json.loads(response.data)
-    return document
-
-
 def _list_all(api: ApiClient, path: str, timeout: tuple[float, float], accept: str = "application/json"
               ) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
@@ -88,7 +74,7 @@ def _list_all(api: ApiClient, path: str, timeout: tuple[float, float], accept: s
         query: list[tuple[str, str | int]] = [("limit", PAGE_SIZE)]
         if token:
             query.append(("continue", token))
-        page = _get(api, path, query, timeout, accept)
+        page = get_json(api, path, query, timeout, accept)
         items.extend(page.get("items") or ())
         token = (page.get("metadata") or {}).get("continue") or None
         if token is None:
