@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from functools import reduce
+from operator import add
 from typing import Protocol
 
 from cni_metrics.core import catalogue
 from cni_metrics.core.model import NodeMetrics
-from cni_metrics.core.parser import parse_payload
+from cni_metrics.core.parser import QuickScan, parse_payload, quick_scan
 
 _KIND: Mapping[str, str] = {f.name: f.kind for f in catalogue.FAMILIES if f.kind in ("gauge", "counter")}
+_LABELLED = (catalogue.API_LATENCY, catalogue.BUILD_INFO)
 
 
 class SampleLike(Protocol):
@@ -66,6 +69,56 @@ def reduce_samples(samples: Iterable[SampleLike]) -> NodeMetrics:
     )
 
 
+def _reduce_scan(scan: QuickScan) -> NodeMetrics:
+    """``reduce_samples`` over a ``parser.quick_scan`` result: the same sums, in the same order."""
+    gauges: dict[str, float] = {}
+    counters: dict[str, float] = {}
+    latency_sum: float | None = None
+    latency_count: float | None = None
+    isfinite = math.isfinite
+    for name, values in scan.values.items():
+        kind = _KIND.get(name)
+        if kind is None and name not in (catalogue.API_LATENCY_SUM, catalogue.API_LATENCY_COUNT):
+            continue
+        finite = list(filter(isfinite, values))
+        if not finite:
+            continue
+        total = reduce(add, finite, 0.0)  # in line order, like reduce_samples (sum() compensates)
+        if kind == "gauge":
+            gauges[name] = total
+        elif kind == "counter":
+            counters[name] = total
+        elif name == catalogue.API_LATENCY_SUM:
+            latency_sum = total
+        else:
+            latency_count = total
+    p99: float | None = None
+    for labels, value in scan.labelled.get(catalogue.API_LATENCY, ()):
+        if labels.get("quantile") == "0.99" and isfinite(value):
+            p99 = value if p99 is None else max(p99, value)
+    version: str | None = None
+    for labels, _ in scan.labelled.get(catalogue.BUILD_INFO, ()):
+        version = labels.get("version")
+        if version is not None:
+            break
+    return NodeMetrics(
+        gauges={k: v for k, v in gauges.items() if isfinite(v)},
+        counters={k: v for k, v in counters.items() if isfinite(v)},
+        latency_sum=latency_sum if latency_sum is not None and isfinite(latency_sum) else None,
+        latency_count=latency_count if latency_count is not None and isfinite(latency_count) else None,
+        latency_p99=p99,
+        cni_version=version,
+    )
+
+
 def read_node_metrics(data: bytes | str) -> NodeMetrics:
-    """Parse one aws-node payload and reduce it; raises ``parser.PayloadError`` when malformed."""
+    """Parse one aws-node payload and reduce it; raises ``parser.PayloadError`` when malformed.
+
+    Payloads in the strict form Go clients write take ``parser.quick_scan``; anything else (and every
+    error) goes through the full parser.
+    """
+    if type(data) is bytes:
+        scan = quick_scan(data, _LABELLED)
+        if scan is not None:
+            return _reduce_scan(scan)
     return reduce_samples(parse_payload(data).samples())

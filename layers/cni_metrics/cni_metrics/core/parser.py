@@ -11,13 +11,21 @@ comma in a label set, optional integer timestamps, ``NaN``/``+Inf``/``-Inf``, bl
 ends, leading/trailing blanks, families in any order and a family split across non-adjacent lines.
 Rejected with ``PayloadError`` (line number, reason): a malformed awscni sample, an unknown escape, a
 duplicated label name or series, invalid UTF-8 in an awscni line, a malformed or conflicting TYPE line.
+
+``quick_scan`` is the hot path of ``node.read_node_metrics``: three C-level ``findall`` passes over the
+payload for awscni lines in the strict form Go clients write (ASCII, ``name{a="v",b="w"} value``, LF
+line ends), then one cheap Python step per sample; it declines (returns None) whenever anything is not
+in that form or could be an error, and the caller then runs the full parser, so results and errors
+are the same as ``parse_payload``'s.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from itertools import compress, islice
+from operator import ne
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -40,6 +48,18 @@ _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _HELP_ESCAPE = re.compile(r"\\([\\n])")
 _CACHE_LIMIT = 10_000
 _CACHE_KEY_MAX = 512
+
+
+# quick_scan: strict forms only, in ASCII lines. A label value has no raw " \ CR LF or tab, only the
+# escapes \\ \" \n (so a series has one spelling). Groups: series text (name and label block), name,
+# label block, its pairs after the first, value token (no "_").
+_Q_PAIR = rb'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n\r\t]++|\\[\\"n])*+"'
+_Q_SAMPLE = re.compile(
+    rb"\n((awscni_[a-zA-Z0-9_:]*+)(?:\{(" + _Q_PAIR + rb"((?:," + _Q_PAIR + rb")*+))\})?)"
+    rb" ([0-9A-Za-z.+-]++)(?: [-+]?[0-9]++)?(?=\n|\Z)"
+)
+_Q_TYPE = re.compile(rb"\n# TYPE (awscni_[a-zA-Z0-9_:]*+) (counter|gauge|histogram|summary|untyped)(?=\n|\Z)")
+_Q_HELP = re.compile(rb"\n# HELP awscni_[a-zA-Z0-9_:]*+(?=[ \n]|\Z)")  # any (ASCII) text after
 
 
 class PayloadError(ValueError):
@@ -302,3 +322,73 @@ def parse_payload(data: bytes | str) -> ParsedPayload:
             family = families[fname] = Family(fname, types.get(fname, "untyped"), helps.get(fname))
         family.samples.extend(group)
     return ParsedPayload(families)
+
+
+class QuickScan(NamedTuple):
+    """What ``quick_scan`` found: sample values by sample name, in line order; and, for the names asked
+    for, each sample's labels with its value."""
+
+    values: dict[str, list[float]]
+    labelled: dict[str, list[tuple[Mapping[str, str], float]]]
+
+
+def quick_scan(data: bytes, labelled: Collection[str] = ()) -> QuickScan | None:
+    """The awscni samples of a payload written in the strict form, None when the full parser is needed.
+
+    None whenever a line containing ``awscni_`` is not a strict sample, HELP or TYPE line (every
+    occurrence of ``awscni_`` must be the name of one such line), the awscni lines are not ASCII, a value
+    does not parse, two TYPE lines conflict, a label set repeats a name or a series repeats:
+    ``parse_payload`` then gives the same samples, or the ``PayloadError``. Never raises. The per-line
+    work is done by C loops (findall, zip, map, set, compress); Python steps once per run of lines of
+    one sample name.
+    """
+    first = data.find(PREFIX)
+    if first < 0:
+        return QuickScan({}, {})
+    last = data.rfind(PREFIX)
+    buf = b"\n" + data  # every line starts after a "\n"
+    start = buf.rfind(b"\n", 0, first + 1)
+    end = buf.find(b"\n", last + 1)
+    if end < 0:
+        end = len(buf)
+    if not buf[start:end].isascii():  # so every awscni line is valid UTF-8
+        return None
+    found = _Q_SAMPLE.findall(buf, start, end)
+    types = _Q_TYPE.findall(buf, start, end)
+    if data.count(PREFIX) != len(found) + len(types) + len(_Q_HELP.findall(buf, start, end)):
+        return None
+    if len(set(types)) != len(dict(types)):
+        return None  # conflicting TYPE lines
+    if not found:
+        return QuickScan({}, {})
+    series, names, blocks, more, tokens = zip(*found, strict=True)
+    if len(set(series)) != len(series):
+        return None  # a series written twice
+    try:
+        values = list(map(float, tokens))
+        if any(more):  # several labels: the series is the label set, in any order
+            multi = [(name, block) for name, block, rest in zip(names, blocks, more, strict=True) if rest]
+            if len({(name, _labels(block)[1]) for name, block in multi}) != len(multi):
+                return None
+    except (ValueError, _LineError):
+        return None
+    # runs of consecutive lines with the same sample name (a summary interleaves _sum and _count)
+    starts = [0, *compress(range(1, len(names)), map(ne, names, islice(names, 1, None)))]
+    runs: dict[bytes, list[tuple[int, int]]] = {}
+    for begin, stop in zip(starts, [*starts[1:], len(names)], strict=True):
+        runs.setdefault(names[begin], []).append((begin, stop))
+    by_name = {
+        name.decode(): values[spans[0][0] : spans[0][1]] if len(spans) == 1
+        else [v for begin, stop in spans for v in values[begin:stop]]
+        for name, spans in runs.items()
+    }
+    picked: dict[str, list[tuple[Mapping[str, str], float]]] = {}
+    for wanted in labelled:
+        spans = runs.get(wanted.encode(), [])
+        if spans:
+            picked[wanted] = [
+                (_labels(blocks[i])[0] if blocks[i] else _EMPTY, values[i])
+                for begin, stop in spans
+                for i in range(begin, stop)
+            ]
+    return QuickScan(by_name, picked)

@@ -1,0 +1,154 @@
+"""``parser.quick_scan`` (the hot path of ``read_node_metrics``) agrees with the full parser.
+
+Whenever it answers, the full parser accepts the payload and reduces it to the same ``NodeMetrics``;
+whenever the full parser rejects a payload, it declines (None). ``read_node_metrics`` = the full way.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from cni_metrics.core.catalogue import API_LATENCY, BUILD_INFO, FAMILIES
+from cni_metrics.core.model import NodeMetrics
+from cni_metrics.core.node import _LABELLED, _reduce_scan, read_node_metrics, reduce_samples
+from cni_metrics.core.parser import PayloadError, parse_payload, quick_scan
+from core_payloads import FIXTURE_NAMES, fixture, go_filler, render_family
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+_NAMES = sorted({f.name for f in FAMILIES} | {f"{API_LATENCY}_sum", f"{API_LATENCY}_count", "awscni_x_y"})
+label_values = st.one_of(st.text(max_size=12), st.sampled_from(["0.99", "0.5", "v1.23.1", "a,b", 'x"},y']))
+label_sets = st.dictionaries(
+    st.sampled_from(["quantile", "version", "fn", "api", "le", "a_b"]), label_values, max_size=3
+)
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**20), 10**20).map(float),
+    st.sampled_from([0.0, -0.0, 1e308]),
+)
+families = st.dictionaries(
+    st.sampled_from(_NAMES),
+    st.tuples(
+        st.sampled_from(["gauge", "counter", "summary", "untyped", None]),
+        st.lists(st.tuples(label_sets, values), max_size=5, unique_by=lambda s: frozenset(s[0].items())),
+    ),
+    max_size=8,
+)
+
+
+def _full(data: bytes) -> NodeMetrics | None:
+    try:
+        return reduce_samples(parse_payload(data).samples())
+    except PayloadError:
+        return None
+
+
+def _same(a: NodeMetrics, b: NodeMetrics) -> bool:
+    def eq(x: float | None, y: float | None) -> bool:
+        return x == y or (x is not None and y is not None and math.isnan(x) and math.isnan(y))
+
+    return (
+        a.gauges == b.gauges and a.counters == b.counters and eq(a.latency_sum, b.latency_sum)
+        and eq(a.latency_count, b.latency_count) and eq(a.latency_p99, b.latency_p99)
+        and a.cni_version == b.cni_version
+    )
+
+
+def _agrees(data: bytes) -> bool:
+    """quick_scan answers only for payloads the full parser accepts, with the same reduction."""
+    full = _full(data)
+    scan = quick_scan(data, _LABELLED)
+    if scan is not None:
+        assert full is not None, "quick_scan accepted a payload the full parser rejects"
+        assert _same(_reduce_scan(scan), full)
+    if full is None:
+        try:
+            read_node_metrics(data)
+        except PayloadError:
+            pass
+        else:
+            raise AssertionError("read_node_metrics accepted a payload the full parser rejects")
+    else:
+        assert _same(read_node_metrics(data), full)
+    return scan is not None
+
+
+def test_real_and_synthetic_fixtures_take_the_quick_path_with_the_same_result() -> None:
+    taken = [_agrees(fixture(name)) for name in FIXTURE_NAMES]
+    assert taken.count(True) >= 2
+
+
+def test_quick_path_declines_duplicates_conflicts_and_odd_forms() -> None:
+    for data in (
+        b"awscni_ip_max 1\nawscni_ip_max 2\n",  # duplicate series
+        b'awscni_x{a="1",b="2"} 1\nawscni_x{b="2",a="1"} 2\n',  # same label set, other order
+        b'awscni_x{a="1",a="2"} 1\n',  # duplicate label name
+        b"awscni_x{} 1\nawscni_x 2\n",  # empty label set = no labels
+        b"# TYPE awscni_x gauge\n# TYPE awscni_x counter\nawscni_x 1\n",
+        b"awscni_x 1_0\n", b"awscni_x nope\n", b"awscni_x 1 2 3\n", b"awscni_x\t1\n", b"awscni_x 1\r\n",
+        b'awscni_x{a="\\q"} 1\n', 'awscni_x{a="é"} 1\n'.encode(), b'go_x{a="awscni_y"} 1\nawscni_z 1\n',
+        b"# HELP awscni_x\xff\nawscni_x 1\n", b"  awscni_x 1\n", b"# HELP awscni_x-y help\n",
+    ):
+        assert quick_scan(data, _LABELLED) is None, data
+        _agrees(data)
+
+
+def test_escaped_label_values_take_the_quick_path() -> None:
+    data = (
+        b'awscni_aws_utils_error_count{fn="Alloc",error="parameter \\"eni\\" is invalid\\n\\\\"} 1\n'
+        b'awscni_aws_utils_error_count{error="parameter \\"eni\\" is invalid\\n\\\\",fn="Alloc"} 2\n'
+    )
+    assert quick_scan(data, _LABELLED) is None  # the same series twice, labels in another order
+    assert _agrees(data[: data.index(b"\n") + 1] + b'awscni_x{a="\\""} 1\n')
+
+
+def test_interleaved_summary_lines_keep_line_order_sums() -> None:
+    data = (
+        f"{API_LATENCY}_sum{{api=\"A\"}} 0.1\n{API_LATENCY}_count{{api=\"A\"}} 1\n"
+        f"{API_LATENCY}_sum{{api=\"B\"}} 0.2\n{API_LATENCY}_count{{api=\"B\"}} 2\n"
+        f"{API_LATENCY}{{api=\"B\",quantile=\"0.99\"}} 7\n{BUILD_INFO}{{goversion=\"go\"}} 1\n"
+        f"{BUILD_INFO}{{version=\"v1\"}} 1\n"
+    ).encode()
+    assert _agrees(data)
+    metrics = read_node_metrics(data)
+    assert (metrics.latency_sum, metrics.latency_count, metrics.latency_p99) == (0.1 + 0.2, 3.0, 7.0)
+    assert metrics.cni_version == "v1"
+
+
+@SETTINGS
+@given(
+    families=families, filler=st.integers(0, 3), crlf=st.booleans(), shuffled=st.booleans(), rnd=st.randoms()
+)
+def test_generated_payloads_agree(
+    families: dict[str, tuple[str | None, list[tuple[dict[str, str], float]]]], filler: int, crlf: bool,
+    shuffled: bool, rnd: random.Random,
+) -> None:
+    lines = (go_filler(filler) + "".join(
+        render_family(name, series, kind) for name, (kind, series) in families.items()
+    )).splitlines()
+    if shuffled:  # families split across the payload, interleaved lines
+        rnd.shuffle(lines)
+    text = "\n".join(lines) + "\n"
+    _agrees((text.replace("\n", "\r\n") if crlf else text).encode())
+
+
+@SETTINGS
+@given(
+    name=st.sampled_from(FIXTURE_NAMES),
+    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=4),
+)
+def test_byte_flipped_fixtures_agree(name: str, flips: list[tuple[float, int]]) -> None:
+    data = bytearray(fixture(name))
+    for where, byte in flips:
+        data[int(where * len(data))] = byte
+    _agrees(bytes(data))
+
+
+@SETTINGS
+@given(
+    tail=st.binary(max_size=80), lines=st.integers(1, 4), head=st.sampled_from([b"", b"# TYPE ", b"# HELP "])
+)
+def test_arbitrary_awscni_lines_agree(tail: bytes, lines: int, head: bytes) -> None:
+    _agrees(b"\n".join([head + b"awscni_" + tail] * lines))
