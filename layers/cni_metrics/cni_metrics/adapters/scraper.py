@@ -265,6 +265,9 @@ class Scraper:
         self._tokens = tokens
         self._clock = clock
         self._rng = rng or random.Random()
+        # per-request objects made once: the timeout (unless the deadline is nearer) and the headers per token
+        self._timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
+        self._headers: tuple[str, dict[str, str]] = ("", {})
         self._pool = urllib3.HTTPSConnectionPool(
             parts.hostname,
             parts.port or 443,
@@ -367,16 +370,13 @@ class Scraper:
             raise ScrapeFailure("timeout", "deadline passed before the request")
         # one attempt, body included, takes at most connect + read timeout (slow drips end here)
         attempt_deadline = min(deadline, now + self._settings.connect_timeout + self._settings.read_timeout)
-        timeout = urllib3.Timeout(
-            connect=min(self._settings.connect_timeout, remaining),
-            read=min(self._settings.read_timeout, remaining),
-        )
-        headers = {
-            "Authorization": f"Bearer {token}",
-            "Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1",
-            "Accept-Encoding": "gzip",
-            "User-Agent": USER_AGENT,
-        }
+        timeout = self._timeout
+        if remaining < max(self._settings.connect_timeout, self._settings.read_timeout):
+            timeout = urllib3.Timeout(
+                connect=min(self._settings.connect_timeout, remaining),
+                read=min(self._settings.read_timeout, remaining),
+            )
+        headers = self._headers_for(token)
         try:
             response = self._pool.urlopen(
                 "GET", self._prefix + metrics_path(pod.name), headers=headers, timeout=timeout,
@@ -395,6 +395,19 @@ class Scraper:
         finally:
             response.release_conn()
 
+    def _headers_for(self, token: str) -> dict[str, str]:
+        """The request headers for ``token`` (the same dict while the token stays; urllib3 only reads it)."""
+        current, headers = self._headers
+        if current != token:
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1",
+                "Accept-Encoding": "gzip",
+                "User-Agent": USER_AGENT,
+            }
+            self._headers = (token, headers)  # one tuple: threads see the old pair or the new one
+        return headers
+
     def _read(self, response: urllib3.BaseHTTPResponse, deadline: float) -> tuple[NodeMetrics, int]:
         complete = False
         try:
@@ -410,7 +423,10 @@ class Scraper:
             if length and length.isdigit() and not encoding and int(length) > cap:
                 raise ScrapeFailure("too_large", f"payload of {length} bytes is larger than {cap} bytes")
             capped = CappedBody(encoding, cap)
-            while chunk := self._read_chunk(response, deadline, capped.wire_bytes):
+            expected = int(length) if length and length.isdigit() else -1
+            while capped.wire_bytes != expected and (
+                chunk := self._read_chunk(response, deadline, capped.wire_bytes)
+            ):  # no read for the end of the body when Content-Length says it is all there
                 capped.feed(chunk)
             data = capped.finish()
             complete = True
