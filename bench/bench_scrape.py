@@ -4,7 +4,9 @@ Scenario ``scale-5k`` (5,000 aws-node pods, 20 ms +- 5 ms added latency per scra
 cluster with the same settings. Runs, side by side: the default concurrency on 5,000 nodes, and the
 sequential way the upstream helper scrapes (concurrency 1) on 1,000 nodes. Reported per run: wall time of
 the whole command (interpreter start-up included), the collection's own duration, CPU seconds and peak
-RSS of the command (``os.wait4`` rusage of that child), and nodes/second; then the speed-up in nodes/second.
+RSS of the command (``os.wait4`` rusage of that child), nodes/second, the stand-in's CPU seconds and the
+1-minute load average after the run (the machine is shared: compare CPU seconds when the load differs);
+then the speed-up in nodes/second.
 Targets: 5,000 nodes in <= 10 s wall and <= 300 MB peak RSS; >= 20x faster than sequential.
 """
 
@@ -42,6 +44,7 @@ class Run:
     cpu_s: float
     peak_rss_mb: float
     server_cpu_s: float
+    load: float
 
     @property
     def nodes_per_s(self) -> float:
@@ -83,6 +86,7 @@ def _collect(eks: RunningFakeEks, cluster: str, concurrency: int, label: str) ->
         failed=health["nodesFailedByReason"], wall_s=wall, collect_s=health["scrapeDurationMs"] / 1000,
         cpu_s=usage.ru_utime + usage.ru_stime, peak_rss_mb=usage.ru_maxrss / 1024,
         server_cpu_s=_cpu_seconds(eks.connection.get("pid")) - server_before,
+        load=os.getloadavg()[0],
     )
 
 
@@ -97,11 +101,11 @@ def _cpu_seconds(pid: int | None) -> float:
 def _table(runs: list[Run]) -> str:
     lines = [
         f"{'run':<30} {'nodes':>6} {'scraped':>8} {'wall s':>7} {'collect s':>9} {'CPU s':>6} "
-        f"{'peak RSS MB':>11} {'nodes/s':>8} {'stand-in CPU s':>14}"
+        f"{'peak RSS MB':>11} {'nodes/s':>8} {'stand-in CPU s':>14} {'load after':>10}"
     ]
     lines.extend(
         f"{r.label:<30} {r.nodes:>6} {r.scraped:>8} {r.wall_s:>7.2f} {r.collect_s:>9.2f} {r.cpu_s:>6.2f} "
-        f"{r.peak_rss_mb:>11.1f} {r.nodes_per_s:>8.1f} {r.server_cpu_s:>14.2f}"
+        f"{r.peak_rss_mb:>11.1f} {r.nodes_per_s:>8.1f} {r.server_cpu_s:>14.2f} {r.load:>10.1f}"
         for r in runs
     )
     return "\n".join(lines)
