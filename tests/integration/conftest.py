@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 import requests
+from cni_metrics.adapters.eks_auth import clear_caches
+from fake_eks.testing import RunningFakeEks, start_fake_eks
 from moto.server import ThreadedMotoServer
 
 REGION = "us-east-1"
@@ -24,6 +26,17 @@ FAULTS = {
     "throttle": (400, {"__type": "Throttling", "message": "Rate exceeded"}, "Throttling;Sender"),
     "500": (500, {"__type": "InternalServiceError", "message": "internal"}, "InternalServiceError;Receiver"),
 }
+
+
+@pytest.fixture(scope="module")
+def eks(request: pytest.FixtureRequest) -> Iterator[RunningFakeEks]:
+    """The test module's ``SCENARIO`` stand-in for the whole module, its endpoints and keys in os.environ."""
+    with start_fake_eks(request.module.SCENARIO) as running, pytest.MonkeyPatch.context() as patch:
+        for key, value in running.env().items():
+            patch.setenv(key, value)
+        clear_caches()
+        yield running
+    clear_caches()
 
 
 @pytest.fixture(scope="session")

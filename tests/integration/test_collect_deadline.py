@@ -8,15 +8,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
-from cni_metrics.adapters.eks_auth import ClusterTarget, TokenProvider, clear_caches, resolve_endpoint
+from cni_metrics.adapters.eks_auth import ClusterTarget, TokenProvider, resolve_endpoint
 from cni_metrics.adapters.kube import api_client, list_aws_node_pods
 from cni_metrics.collect import collect_cluster
-from fake_eks.testing import RunningFakeEks, start_fake_eks
+from fake_eks.testing import RunningFakeEks
 
 pytestmark = pytest.mark.integration
 
@@ -32,16 +31,6 @@ SCENARIO = {
         {"name": "auto-mode", "nodes": 0},
     ],
 }
-
-
-@pytest.fixture(scope="module")
-def eks() -> Iterator[RunningFakeEks]:
-    with start_fake_eks(SCENARIO) as running, pytest.MonkeyPatch.context() as patch:
-        for key, value in running.env().items():
-            patch.setenv(key, value)
-        clear_caches()
-        yield running
-    clear_caches()
 
 
 def _target(eks: RunningFakeEks, name: str) -> ClusterTarget:

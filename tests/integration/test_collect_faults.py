@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from cni_metrics.adapters.eks_auth import ClusterTarget, clear_caches
+from cni_metrics.adapters.eks_auth import ClusterTarget
 from cni_metrics.collect import ClusterCollection, collect_cluster
 from cni_metrics.core.aggregate import aggregate
 from cni_metrics.core.catalogue import FAMILIES
-from fake_eks.testing import RunningFakeEks, start_fake_eks
+from fake_eks.testing import RunningFakeEks
 
 pytestmark = pytest.mark.integration
 
@@ -68,16 +67,6 @@ SCENARIO = {
         for kind in EXPECTED
     ],
 }
-
-
-@pytest.fixture(scope="module")
-def eks() -> Iterator[RunningFakeEks]:
-    with start_fake_eks(SCENARIO) as running, pytest.MonkeyPatch.context() as patch:
-        for key, value in running.env().items():
-            patch.setenv(key, value)
-        clear_caches()
-        yield running
-    clear_caches()
 
 
 def _collect(eks: RunningFakeEks, cluster: str) -> tuple[ClusterCollection, float]:
