@@ -1,19 +1,22 @@
 """Concurrent scraping of aws-node metrics through the Kubernetes API server proxy.
 
-``GET /api/v1/namespaces/kube-system/pods/<pod>:61678/proxy/metrics`` on one pooled keep-alive HTTPS
-connection pool per cluster (sized to the concurrency, TLS verified with the cluster CA), a bounded
-number of daemon worker threads, per-request connect/read timeouts and one overall deadline: when it
-passes, ``scrape_all`` returns at once and counts unfinished pods as timed out (stuck workers are never
-waited for). Bodies are read in chunks with a deadline check after each, decompressed as a stream with
-a cap on the decompressed size (gzip bombs stop at the cap), parsed as they arrive and dropped.
+``GET /api/v1/namespaces/kube-system/pods/<pod>:61678/proxy/metrics`` over keep-alive HTTPS (TLS
+verified with the cluster CA, host name checked): a bounded number of daemon worker threads, each with
+its own persistent ``http.client`` connection (no shared pool, no pool lock), per-request connect/read
+timeouts and one overall deadline: when it passes, ``scrape_all`` returns at once and counts unfinished
+pods as timed out (stuck workers are never waited for). Bodies are read in chunks with a deadline check
+after each, decompressed as a stream with a cap on the decompressed size (gzip bombs stop at the cap),
+parsed as they arrive and dropped.
 """
 
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import queue
 import random
+import select
 import ssl
 import threading
 import time
@@ -22,16 +25,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 from urllib.parse import quote, urlsplit
-
-import urllib3
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    SSLError,
-)
 
 from cni_metrics.core.model import NodeMetrics
 from cni_metrics.core.node import read_node_metrics
@@ -52,6 +45,8 @@ ERROR_BODY_BYTES = 16 * 1024
 MAX_RETRY_AFTER_SECONDS = 10.0
 MIN_ATTEMPT_SECONDS = 0.5
 USER_AGENT = "cni-metrics-lambda"
+# a reused keep-alive connection the server had closed: reconnect once, not counted as the retry
+_STALE = (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError)  # RemoteDisconnected is a reset
 
 
 class BearerTokens(Protocol):
@@ -260,29 +255,37 @@ class Scraper:
         parts = urlsplit(endpoint_url)
         if parts.scheme != "https" or not parts.hostname:
             raise ValueError(f"cluster endpoint must be an https URL, got {endpoint_url!r}")
+        if ssl_context.verify_mode != ssl.CERT_REQUIRED or not ssl_context.check_hostname:
+            raise ValueError("the cluster TLS context must verify the certificate and the host name")
+        self._host = parts.hostname
+        self._port = parts.port or 443
+        self._ssl_context = ssl_context
         self._prefix = parts.path.rstrip("/")
         self._settings = settings
         self._tokens = tokens
         self._clock = clock
         self._rng = rng or random.Random()
-        # per-request objects made once: the timeout (unless the deadline is nearer) and the headers per token
-        self._timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
         self._headers: tuple[str, dict[str, str]] = ("", {})
-        self._pool = urllib3.HTTPSConnectionPool(
-            parts.hostname,
-            parts.port or 443,
-            maxsize=max(1, settings.concurrency),
-            block=True,
-            ssl_context=ssl_context,
-            retries=False,
-        )
+        # Hand-written over urllib3: its per-request Python was the collector's largest CPU cost (~1.4 ms
+        # per request measured, vs ~0.6 ms on a plain persistent http.client connection).
+        self._local = threading.local()  # .conn: this thread's connection, .reused: it served a request
+        self._owners: dict[threading.Thread, http.client.HTTPSConnection] = {}
+        self._owners_lock = threading.Lock()  # only on connect and close, never per request
 
     def __repr__(self) -> str:
-        return f"Scraper(host={self._pool.host!r}, concurrency={self._settings.concurrency})"
+        return f"Scraper(host={self._host!r}, concurrency={self._settings.concurrency})"
 
     def close(self) -> None:
-        """Close idle pooled connections (connections in stuck workers close when those finish)."""
-        self._pool.close()
+        """Close the connections of finished threads and this one (stuck workers close theirs on exit)."""
+        current = threading.current_thread()
+        with self._owners_lock:
+            owners = [(t, c) for t, c in self._owners.items() if t is current or not t.is_alive()]
+            for thread, _ in owners:
+                del self._owners[thread]
+        for _, conn in owners:
+            conn.close()
+        if getattr(self._local, "conn", None) is not None:
+            self._local.conn = None
 
     def scrape_all(self, pods: Sequence[PodRef], deadline: float) -> list[ScrapeResult]:
         """Every pod's result, in ``pods`` order; returns by ``deadline`` (monotonic) whatever happens."""
@@ -319,16 +322,21 @@ class Scraper:
         deadline: float,
         stop: threading.Event,
     ) -> None:
-        while not stop.is_set():
-            try:
-                pod = work.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                result = self.scrape_one(pod, deadline, stop)
-            except Exception as exc:  # one pod must never take the others down
-                result = ScrapeResult(pod.key, pod.name, None, "other", f"unexpected {type(exc).__name__}")
-            results.put(result)
+        try:
+            while not stop.is_set():
+                try:
+                    pod = work.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    result = self.scrape_one(pod, deadline, stop)
+                except Exception as exc:  # one pod must never take the others down
+                    result = ScrapeResult(
+                        pod.key, pod.name, None, "other", f"unexpected {type(exc).__name__}"
+                    )
+                results.put(result)
+        finally:
+            self._drop_connection()
 
     def scrape_one(self, pod: PodRef, deadline: float, stop: threading.Event | None = None) -> ScrapeResult:
         """One pod: at most one token refresh (401) and one retry (429, 503, connection errors)."""
@@ -370,45 +378,94 @@ class Scraper:
             raise ScrapeFailure("timeout", "deadline passed before the request")
         # one attempt, body included, takes at most connect + read timeout (slow drips end here)
         attempt_deadline = min(deadline, now + self._settings.connect_timeout + self._settings.read_timeout)
-        timeout = self._timeout
-        if remaining < max(self._settings.connect_timeout, self._settings.read_timeout):
-            timeout = urllib3.Timeout(
-                connect=min(self._settings.connect_timeout, remaining),
-                read=min(self._settings.read_timeout, remaining),
-            )
+        connect_timeout = min(self._settings.connect_timeout, remaining)
+        read_timeout = min(self._settings.read_timeout, remaining)
+        path = self._prefix + metrics_path(pod.name)
         headers = self._headers_for(token)
-        try:
-            response = self._pool.urlopen(
-                "GET", self._prefix + metrics_path(pod.name), headers=headers, timeout=timeout,
-                preload_content=False, decode_content=False, redirect=False, retries=False,
-            )
-        except (ConnectTimeoutError, ReadTimeoutError) as exc:
-            raise ScrapeFailure("timeout", _exception_text(exc)) from None
-        except SSLError as exc:
-            raise ScrapeFailure("unreachable", f"TLS verification failed: {_exception_text(exc)}") from None
-        except (NewConnectionError, ProtocolError, OSError) as exc:
-            raise ScrapeFailure("unreachable", _exception_text(exc), retryable=True) from None
-        except HTTPError as exc:
-            raise ScrapeFailure("other", _exception_text(exc)) from None
+        reconnected = False
+        while True:
+            conn, reused = self._connection(connect_timeout)
+            try:
+                conn.sock.settimeout(read_timeout)
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+            except TimeoutError as exc:
+                self._drop_connection()
+                raise ScrapeFailure("timeout", _exception_text(exc)) from None
+            except _STALE as exc:
+                self._drop_connection()
+                if reused and not reconnected:  # the server closed it while idle: not this pod's failure
+                    reconnected = True
+                    continue
+                raise ScrapeFailure("unreachable", _exception_text(exc), retryable=True) from None
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop_connection()
+                raise ScrapeFailure("unreachable", _exception_text(exc), retryable=True) from None
+            except BaseException:
+                self._drop_connection()
+                raise
+            break
+        self._local.reused = True
         try:
             return self._read(response, attempt_deadline)
         finally:
-            response.release_conn()
+            if not response.isclosed():  # body not read to its end: the connection cannot serve another
+                self._drop_connection()
+
+    def _connection(self, connect_timeout: float) -> tuple[http.client.HTTPSConnection, bool]:
+        """This thread's connection, and whether it is reused (a new one is connected when needed)."""
+        conn: http.client.HTTPSConnection | None = getattr(self._local, "conn", None)
+        if conn is not None and conn.sock is not None and not _dropped(conn.sock):
+            return conn, bool(self._local.reused)
+        if conn is not None:
+            self._drop_connection()
+        conn = http.client.HTTPSConnection(
+            self._host, self._port, timeout=connect_timeout, context=self._ssl_context
+        )
+        try:
+            conn.connect()
+        except TimeoutError as exc:
+            conn.close()
+            raise ScrapeFailure("timeout", _exception_text(exc)) from None
+        except ssl.SSLError as exc:
+            conn.close()
+            raise ScrapeFailure("unreachable", f"TLS verification failed: {_exception_text(exc)}") from None
+        except OSError as exc:
+            conn.close()
+            raise ScrapeFailure("unreachable", _exception_text(exc), retryable=True) from None
+        except BaseException:
+            conn.close()
+            raise
+        self._local.conn = conn
+        self._local.reused = False
+        with self._owners_lock:
+            self._owners[threading.current_thread()] = conn
+        return conn, False
+
+    def _drop_connection(self) -> None:
+        """Close this thread's connection; the next request connects anew."""
+        conn: http.client.HTTPSConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._owners_lock:
+            self._owners.pop(threading.current_thread(), None)
+        conn.close()
 
     def _headers_for(self, token: str) -> dict[str, str]:
-        """The request headers for ``token`` (the same dict while the token stays; urllib3 only reads it)."""
+        """The request headers for ``token`` (one dict while the token stays; http.client only reads it)."""
         current, headers = self._headers
         if current != token:
             headers = {
                 "Authorization": f"Bearer {token}",
                 "Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1",
-                "Accept-Encoding": "gzip",
+                "Accept-Encoding": "gzip",  # http.client adds no Accept-Encoding of its own then
                 "User-Agent": USER_AGENT,
             }
             self._headers = (token, headers)  # one tuple: threads see the old pair or the new one
         return headers
 
-    def _read(self, response: urllib3.BaseHTTPResponse, deadline: float) -> tuple[NodeMetrics, int]:
+    def _read(self, response: http.client.HTTPResponse, deadline: float) -> tuple[NodeMetrics, int]:
         complete = False
         try:
             if response.status != 200:
@@ -428,11 +485,17 @@ class Scraper:
                 chunk := self._read_chunk(response, deadline, capped.wire_bytes)
             ):  # no read for the end of the body when Content-Length says it is all there
                 capped.feed(chunk)
+            if capped.wire_bytes < expected:  # http.client's read1 ends a short body without IncompleteRead
+                raise ScrapeFailure(
+                    "bad_payload", f"truncated body: IncompleteRead({capped.wire_bytes} bytes read, "
+                    f"{expected - capped.wire_bytes} more expected)", bytes_read=capped.wire_bytes,
+                )
             data = capped.finish()
             complete = True
         finally:
-            if not complete:
+            if not complete:  # an error or an incomplete read: this connection serves no other request
                 response.close()
+                self._drop_connection()
         try:
             metrics = read_node_metrics(data)
         except PayloadError as exc:
@@ -445,16 +508,16 @@ class Scraper:
             )
         return metrics, capped.wire_bytes
 
-    def _read_chunk(self, response: urllib3.BaseHTTPResponse, deadline: float, wire_bytes: int) -> bytes:
+    def _read_chunk(self, response: http.client.HTTPResponse, deadline: float, wire_bytes: int) -> bytes:
         try:
-            chunk = response.read1(CHUNK_BYTES, decode_content=False)
-        except ReadTimeoutError as exc:
+            chunk = response.read1(CHUNK_BYTES)
+        except TimeoutError as exc:
             raise ScrapeFailure("timeout", _exception_text(exc), bytes_read=wire_bytes) from None
-        except (ProtocolError, OSError) as exc:
-            if "IncompleteRead" in str(exc):
-                raise ScrapeFailure(
-                    "bad_payload", f"truncated body: {_exception_text(exc)}", bytes_read=wire_bytes
-                ) from None
+        except http.client.IncompleteRead as exc:
+            raise ScrapeFailure(
+                "bad_payload", f"truncated body: {_exception_text(exc)}", bytes_read=wire_bytes
+            ) from None
+        except (OSError, http.client.HTTPException) as exc:
             raise ScrapeFailure(
                 "unreachable", _exception_text(exc), retryable=True, bytes_read=wire_bytes
             ) from None
@@ -464,7 +527,7 @@ class Scraper:
             )
         return chunk
 
-    def _read_error_body(self, response: urllib3.BaseHTTPResponse, deadline: float) -> tuple[bytes, bool]:
+    def _read_error_body(self, response: http.client.HTTPResponse, deadline: float) -> tuple[bytes, bool]:
         """The start of an error body, and whether it was read to its end."""
         parts: list[bytes] = []
         size = 0
@@ -492,6 +555,13 @@ def _interrupted_sleep(seconds: float, stop: threading.Event | None) -> bool:
         time.sleep(seconds)
         return False
     return stop.wait(seconds)
+
+
+def _dropped(sock: ssl.SSLSocket) -> bool:
+    """Whether an idle keep-alive socket is readable: the server closed it (or sent what nobody asked for)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _exception_text(exc: BaseException) -> str:

@@ -1,0 +1,184 @@
+"""The scraper's per-worker keep-alive connection against a real loopback TLS server.
+
+Reuse while the server keeps the connection; a connection the server closed while idle, or closed when
+the next request arrived, is replaced once without counting as the retry; on a new connection the same
+failure is a connection error (one retry, then ``unreachable``).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from cni_metrics.adapters.scraper import PodRef, Scraper, ScrapeSettings
+from fake_eks.certs import make_cluster_tls
+
+pytestmark = pytest.mark.integration
+
+PAYLOAD = b"# TYPE awscni_ip_max gauge\nawscni_ip_max 15\n# TYPE awscni_add_ip_req_count counter\n" \
+    b"awscni_add_ip_req_count 3\n"
+TOKEN = "k8s-aws-v1.secret-token-value"
+# what the server does with request number n (from 0) on connection number c (from 0)
+Behaviour = Callable[[int, int], str]  # "ok", "ok_then_close" (close when idle), "drop" (no response)
+
+
+@dataclass
+class KeepAliveServer:
+    """A TLS HTTP/1.1 server on 127.0.0.1 counting connections and requests."""
+
+    behaviour: Behaviour
+    tls_context: ssl.SSLContext
+    ca_pem: str
+    connections: int = 0
+    requests: list[tuple[int, int, str]] = field(default_factory=list)
+    listener: socket.socket = field(default_factory=socket.socket)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def serve(self) -> None:
+        while True:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return
+            index = self.connections
+            self.connections += 1
+            threading.Thread(target=self._connection, args=(raw, index), daemon=True).start()
+
+    def _connection(self, raw: socket.socket, index: int) -> None:
+        try:
+            with self.tls_context.wrap_socket(raw, server_side=True) as sock:
+                reader = sock.makefile("rb")
+                number = 0
+                while True:
+                    head = b""
+                    while not head.endswith(b"\r\n\r\n"):
+                        line = reader.readline()
+                        if not line:
+                            return
+                        head += line
+                    action = self.behaviour(index, number)
+                    self.requests.append((index, number, action))
+                    number += 1
+                    if action == "drop":
+                        return
+                    sock.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                        b"Content-Length: " + str(len(PAYLOAD)).encode() + b"\r\n\r\n" + PAYLOAD
+                    )
+                    if action == "ok_then_close":
+                        return
+        except (OSError, ssl.SSLError):
+            return
+
+
+class Tokens:
+    def token(self) -> str:
+        return TOKEN
+
+    def refresh(self, stale: str) -> str:
+        return TOKEN
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Behaviour], KeepAliveServer]]:
+    servers: list[KeepAliveServer] = []
+
+    def start(behaviour: Behaviour) -> KeepAliveServer:
+        tls = make_cluster_tls("keepalive")
+        server = KeepAliveServer(behaviour, tls.server_context(), tls.ca_pem)
+        server.listener.bind(("127.0.0.1", 0))
+        server.listener.listen(16)
+        threading.Thread(target=server.serve, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.listener.close()
+
+
+def _scraper(server: KeepAliveServer) -> Scraper:
+    context = ssl.create_default_context(cadata=server.ca_pem)
+    return Scraper(
+        server.url, context, Tokens(), ScrapeSettings(concurrency=1, connect_timeout=2, read_timeout=2)
+    )
+
+
+def _scrape(scraper: Scraper, name: str) -> tuple[str | None, str, int]:
+    result = scraper.scrape_one(PodRef(f"uid-{name}", name), time.monotonic() + 10)
+    assert TOKEN not in result.message
+    return result.reason, result.message, result.attempts
+
+
+def test_one_connection_serves_every_request_while_the_server_keeps_it(
+    serve: Callable[[Behaviour], KeepAliveServer],
+) -> None:
+    server = serve(lambda c, n: "ok")
+    scraper = _scraper(server)
+    try:
+        outcomes = [_scrape(scraper, f"aws-node-{i}") for i in range(3)]
+    finally:
+        scraper.close()
+    assert outcomes == [(None, "", 1)] * 3
+    assert server.connections == 1
+    assert len(server.requests) == 3
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced(
+    serve: Callable[[Behaviour], KeepAliveServer],
+) -> None:
+    # given a server that closes each connection after one response
+    server = serve(lambda c, n: "ok_then_close")
+    scraper = _scraper(server)
+    try:
+        first = _scrape(scraper, "aws-node-a")
+        time.sleep(0.2)  # the close reaches the client's idle connection
+        second = _scrape(scraper, "aws-node-b")
+    finally:
+        scraper.close()
+    # then both succeed at the first attempt, on two connections
+    assert (first, second) == ((None, "", 1), (None, "", 1))
+    assert server.connections == 2
+    assert len(server.requests) == 2
+
+
+def test_a_stale_connection_dropped_at_the_next_request_is_reconnected_once_not_retried(
+    serve: Callable[[Behaviour], KeepAliveServer],
+) -> None:
+    # given a server that drops the first connection when its second request arrives (keep-alive race)
+    server = serve(lambda c, n: "drop" if (c, n) == (0, 1) else "ok")
+    scraper = _scraper(server)
+    try:
+        first = _scrape(scraper, "aws-node-a")
+        second = _scrape(scraper, "aws-node-b")
+    finally:
+        scraper.close()
+    # then the second pod is scraped on a new connection, still its first attempt
+    assert (first, second) == ((None, "", 1), (None, "", 1))
+    assert server.connections == 2
+    assert [action for _, _, action in server.requests] == ["ok", "drop", "ok"]
+
+
+def test_a_new_connection_closed_without_response_is_a_connection_error_retried_once(
+    serve: Callable[[Behaviour], KeepAliveServer],
+) -> None:
+    # given a server that drops every request
+    server = serve(lambda c, n: "drop")
+    scraper = _scraper(server)
+    try:
+        reason, message, attempts = _scrape(scraper, "aws-node-a")
+    finally:
+        scraper.close()
+    # then it is unreachable after the one retry, with no extra reconnect (each try on a new connection)
+    assert (reason, attempts) == ("unreachable", 2)
+    assert "RemoteDisconnected" in message
+    assert server.connections == 2
+    assert len(server.requests) == 2
