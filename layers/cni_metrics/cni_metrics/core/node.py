@@ -59,6 +59,19 @@ def reduce_samples(samples: Iterable[SampleLike]) -> NodeMetrics:
                 p99 = value if p99 is None else max(p99, value)
         elif name == catalogue.BUILD_INFO and version is None:
             version = sample.labels.get("version")
+    return _node_metrics(gauges, counters, latency_sum, latency_count, p99, version)
+
+
+def _node_metrics(
+    gauges: dict[str, float],
+    counters: dict[str, float],
+    latency_sum: float | None,
+    latency_count: float | None,
+    p99: float | None,
+    version: str | None,
+) -> NodeMetrics:
+    """The sums as ``NodeMetrics``, any that overflowed to a non-finite value left out."""
+    isfinite = math.isfinite
     return NodeMetrics(
         gauges={k: v for k, v in gauges.items() if isfinite(v)},
         counters={k: v for k, v in counters.items() if isfinite(v)},
@@ -101,14 +114,7 @@ def _reduce_scan(scan: QuickScan) -> NodeMetrics:
         version = labels.get("version")
         if version is not None:
             break
-    return NodeMetrics(
-        gauges={k: v for k, v in gauges.items() if isfinite(v)},
-        counters={k: v for k, v in counters.items() if isfinite(v)},
-        latency_sum=latency_sum if latency_sum is not None and isfinite(latency_sum) else None,
-        latency_count=latency_count if latency_count is not None and isfinite(latency_count) else None,
-        latency_p99=p99,
-        cni_version=version,
-    )
+    return _node_metrics(gauges, counters, latency_sum, latency_count, p99, version)
 
 
 def read_node_metrics(data: bytes | str) -> NodeMetrics:
