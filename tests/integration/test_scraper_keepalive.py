@@ -179,6 +179,24 @@ def test_a_new_connection_closed_without_response_is_a_connection_error_retried_
         scraper.close()
     # then it is unreachable after the one retry, with no extra reconnect (each try on a new connection)
     assert (reason, attempts) == ("unreachable", 2)
-    assert "RemoteDisconnected" in message
+    assert "closed the connection without a response" in message
     assert server.connections == 2
     assert len(server.requests) == 2
+
+
+def test_a_reconnect_after_a_stale_connection_counts_as_the_one_retry(
+    serve: Callable[[Behaviour], KeepAliveServer],
+) -> None:
+    # given a server that answers the first request, then drops every request
+    server = serve(lambda c, n: "ok" if (c, n) == (0, 0) else "drop")
+    scraper = _scraper(server)
+    try:
+        first = _scrape(scraper, "aws-node-a")
+        reason, _, attempts = _scrape(scraper, "aws-node-b")
+    finally:
+        scraper.close()
+    # then the second pod gets two requests in all (stale reuse, then one new connection), not three
+    assert first == (None, "", 1)
+    assert (reason, attempts) == ("unreachable", 1)
+    assert [action for _, _, action in server.requests] == ["ok", "drop", "drop"]
+    assert server.connections == 2
