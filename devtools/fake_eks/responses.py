@@ -46,14 +46,20 @@ def reach_error(why: str) -> web.Response:
 
 
 async def serve_payload(request: web.Request, pod: AwsNodePod) -> web.StreamResponse:
-    """Step the node, send its payload (gzip when asked), and record the serve once sent whole."""
+    """Step the node, send its payload, and record the serve once sent whole.
+
+    Like aws-node's promhttp handler behind the API server proxy: gzip when asked, and then chunked
+    (the compressed length is not known up front); plain bodies carry a Content-Length.
+    """
     body = pod.serve()
     headers = {"Content-Type": PROM_CONTENT_TYPE[pod.state.shape]}
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
+    gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
+    if gzipped:
         body = gzip.compress(body, compresslevel=1)
         headers["Content-Encoding"] = "gzip"
     resp = web.StreamResponse(status=200, headers=headers)
-    resp.content_length = len(body)
+    if not gzipped:
+        resp.content_length = len(body)
     await resp.prepare(request)
     await resp.write(body)
     await resp.write_eof()
