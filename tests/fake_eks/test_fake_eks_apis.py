@@ -82,23 +82,33 @@ def test_kubernetes_client_lists_with_pagination_and_reads_proxy(fake_eks: Runni
     api = _core(fake_eks, CLUSTER)
     truth_names = {p["name"] for p in fake_eks.truth(CLUSTER)["pods"]}
     # when it lists aws-node pods 7 at a time
-    pages, pods, cont = 0, [], None
+    pages, cont = 0, None
+    pods: list[k8s.V1Pod] = []
     while True:
         resp = api.list_namespaced_pod(
             "kube-system", label_selector="k8s-app=aws-node", limit=7, _continue=cont
         )
         pages += 1
         pods += resp.items
+        assert resp.metadata is not None
         cont = resp.metadata._continue
         if not cont:
             break
-    names = [p.metadata.name for p in pods]
+    names: list[str] = []
+    for p in pods:
+        assert p.metadata is not None
+        assert p.metadata.name is not None
+        names.append(p.metadata.name)
     body = api.connect_get_namespaced_pod_proxy_with_path(f"{names[0]}:61678", "kube-system", "metrics")
     # then it gets every aws-node pod exactly once over several pages, and the proxy returns the payload
     assert pages == 3
     assert sorted(names) == sorted(truth_names)
-    assert pods[0].spec.host_network is True
-    assert pods[0].status.container_statuses[0].restart_count == 0
+    spec, status = pods[0].spec, pods[0].status
+    assert spec is not None
+    assert status is not None
+    assert status.container_statuses is not None
+    assert spec.host_network is True
+    assert status.container_statuses[0].restart_count == 0
     assert "awscni_assigned_ip_addresses" in body
 
 

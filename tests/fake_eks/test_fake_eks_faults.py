@@ -21,8 +21,11 @@ def faults() -> Iterator[RunningFakeEks]:
         yield eks
 
 
-def _scrape(eks: RunningFakeEks, fault: str, **kwargs: object) -> requests.Response:
-    return kube_get(eks, CLUSTER, metrics_path(pod_by_fault(eks, CLUSTER, fault)["name"]), **kwargs)  # type: ignore[arg-type]
+def _scrape(
+    eks: RunningFakeEks, fault: str, *, timeout: float | tuple[float, float] = 10, stream: bool = False
+) -> requests.Response:
+    path = metrics_path(pod_by_fault(eks, CLUSTER, fault)["name"])
+    return kube_get(eks, CLUSTER, path, timeout=timeout, stream=stream)
 
 
 def test_latency_delays_then_serves(faults: RunningFakeEks) -> None:

@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
@@ -27,6 +27,9 @@ from cni_metrics.collect import ClusterCollection, collect_cluster
 from cni_metrics.config import ClusterSpec, load_settings
 from cni_metrics.service import CAPACITY_MESSAGE, Deps, build_deps, run_collection
 from fake_eks.network import MotoNetwork
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch.type_defs import DimensionTypeDef
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +96,7 @@ def capacity_logs(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[dict
 
 def latest(cluster: str, name: str, dimensions: dict[str, str], at: datetime) -> float | None:
     """The value published for ``at`` (moto's CloudWatch), None when there is none."""
-    dims = [{"Name": "CLUSTER_ID", "Value": cluster}]
+    dims: list[DimensionTypeDef] = [{"Name": "CLUSTER_ID", "Value": cluster}]
     dims += [{"Name": k, "Value": v} for k, v in dimensions.items()]
     points = boto3.client("cloudwatch").get_metric_statistics(
         Namespace="Kubernetes", MetricName=name, Dimensions=dims, StartTime=at - timedelta(seconds=1),

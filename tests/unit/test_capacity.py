@@ -4,6 +4,7 @@ pieces that carry them (extra dimensions in both publishers and the outbox, the 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -40,7 +41,7 @@ def node(
     )
 
 
-def history(values: list[float], minutes: float = 1.0) -> list[HistoryPoint]:
+def history(values: Sequence[float], minutes: float = 1.0) -> list[HistoryPoint]:
     return [HistoryPoint(T0 + timedelta(minutes=i * minutes), v) for i, v in enumerate(values)]
 
 
