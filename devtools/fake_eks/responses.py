@@ -49,7 +49,8 @@ async def serve_payload(request: web.Request, pod: AwsNodePod) -> web.StreamResp
     """Step the node, send its payload, and record the serve once sent whole.
 
     Like aws-node's promhttp handler behind the API server proxy: gzip when asked, and then chunked
-    (the compressed length is not known up front); plain bodies carry a Content-Length.
+    (the compressed length is not known up front); plain bodies carry a Content-Length. Head and body
+    leave in one write, as Go's buffered response writer sends a small answer.
     """
     body = pod.serve()
     headers = {"Content-Type": PROM_CONTENT_TYPE[pod.state.shape]}
@@ -57,11 +58,10 @@ async def serve_payload(request: web.Request, pod: AwsNodePod) -> web.StreamResp
     if gzipped:
         body = gzip.compress(body, compresslevel=1)
         headers["Content-Encoding"] = "gzip"
-    resp = web.StreamResponse(status=200, headers=headers)
-    if not gzipped:
-        resp.content_length = len(body)
+    resp = web.Response(status=200, body=body, headers=headers)  # a Response buffers its head
+    if gzipped:
+        resp.enable_chunked_encoding()
     await resp.prepare(request)
-    await resp.write(body)
     await resp.write_eof()
     pod.record()
     return resp
