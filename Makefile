@@ -47,6 +47,7 @@ lint: venv
 
 typecheck: venv
 	$(VENV)/bin/mypy --strict --explicit-package-bases layers/cni_metrics/cni_metrics functions  # two app.py
+	$(VENV)/bin/mypy --strict --explicit-package-bases devtools bench tests
 
 unit: venv
 	$(PY) -m pytest tests/unit -q
