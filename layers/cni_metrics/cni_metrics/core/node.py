@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from functools import reduce
-from operator import add
+from itertools import chain, pairwise
 from typing import Protocol
 
 from cni_metrics.core import catalogue
 from cni_metrics.core.model import NodeMetrics
-from cni_metrics.core.parser import QuickScan, parse_payload, quick_scan
+from cni_metrics.core.parser import QuickScan, parse_payload, quick_scan, series_labels
 
 _KIND: Mapping[str, str] = {f.name: f.kind for f in catalogue.FAMILIES if f.kind in ("gauge", "counter")}
-_LABELLED = (catalogue.API_LATENCY, catalogue.BUILD_INFO)
+_API_LATENCY = catalogue.API_LATENCY.encode()
+_BUILD_INFO = catalogue.BUILD_INFO.encode()
+# quick_scan sample names whose values are summed -> (name, 0 gauge / 1 counter / 2 latency)
+_SUMMED: Mapping[bytes, tuple[str, int]] = {
+    name.encode(): (name, slot)
+    for name, slot in (
+        *((name, 0 if kind == "gauge" else 1) for name, kind in _KIND.items()),
+        (catalogue.API_LATENCY_SUM, 2),
+        (catalogue.API_LATENCY_COUNT, 2),
+    )
+}
 
 
 class SampleLike(Protocol):
@@ -82,39 +91,47 @@ def _node_metrics(
     )
 
 
-def _reduce_scan(scan: QuickScan) -> NodeMetrics:
-    """``reduce_samples`` over a ``parser.quick_scan`` result: the same sums, in the same order."""
+def _reduce_scan(scan: QuickScan) -> NodeMetrics | None:
+    """``reduce_samples`` over a ``parser.quick_scan`` result; None when a sum is not finite."""
+    names, series, values, runs = scan
     gauges: dict[str, float] = {}
     counters: dict[str, float] = {}
-    latency_sum: float | None = None
-    latency_count: float | None = None
+    latency: dict[str, float] = {}
+    targets = (gauges, counters, latency)
     isfinite = math.isfinite
-    for name, values in scan.values.items():
-        kind = _KIND.get(name)
-        if kind is None and name not in (catalogue.API_LATENCY_SUM, catalogue.API_LATENCY_COUNT):
-            continue
-        finite = list(filter(isfinite, values))
-        if not finite:
-            continue
-        total = reduce(add, finite, 0.0)  # in line order, like reduce_samples (sum() compensates)
-        if kind == "gauge":
-            gauges[name] = total
-        elif kind == "counter":
-            counters[name] = total
-        elif name == catalogue.API_LATENCY_SUM:
-            latency_sum = total
-        else:
-            latency_count = total
     p99: float | None = None
-    for labels, value in scan.labelled.get(catalogue.API_LATENCY, ()):
-        if labels.get("quantile") == "0.99" and isfinite(value):
-            p99 = value if p99 is None else max(p99, value)
     version: str | None = None
-    for labels, _ in scan.labelled.get(catalogue.BUILD_INFO, ()):
-        version = labels.get("version")
-        if version is not None:
-            break
-    return _node_metrics(gauges, counters, latency_sum, latency_count, p99, version)
+    for begin, stop in pairwise(runs):
+        name = names[begin]
+        summed = _SUMMED.get(name)
+        if summed is not None:
+            key, slot = summed
+            sums = targets[slot]
+            total = sums.get(key, 0.0)
+            # in line order, run after run, like reduce_samples (sum() compensates); for runs mostly one
+            # sample long, this loop beats functools.reduce over a slice
+            for i in range(begin, stop):
+                total += values[i]
+            sums[key] = total
+        elif name == _API_LATENCY:
+            for i in range(begin, stop):
+                if series_labels(series[i]).get("quantile") == "0.99" and isfinite(values[i]):
+                    p99 = values[i] if p99 is None else max(p99, values[i])
+        elif name == _BUILD_INFO and version is None:
+            for i in range(begin, stop):
+                version = series_labels(series[i]).get("version")
+                if version is not None:
+                    break
+    if not all(map(isfinite, chain(gauges.values(), counters.values(), latency.values()))):
+        return None  # a non-finite sample (to ignore) or an overflow: reduce_samples decides
+    return NodeMetrics(
+        gauges,
+        counters,
+        latency.get(catalogue.API_LATENCY_SUM),
+        latency.get(catalogue.API_LATENCY_COUNT),
+        p99,
+        version,
+    )
 
 
 def read_node_metrics(data: bytes | str) -> NodeMetrics:
@@ -124,7 +141,8 @@ def read_node_metrics(data: bytes | str) -> NodeMetrics:
     error) goes through the full parser.
     """
     if type(data) is bytes:
-        scan = quick_scan(data, _LABELLED)
-        if scan is not None:
-            return _reduce_scan(scan)
+        scan = quick_scan(data)
+        metrics = None if scan is None else _reduce_scan(scan)
+        if metrics is not None:
+            return metrics
     return reduce_samples(parse_payload(data).samples())
