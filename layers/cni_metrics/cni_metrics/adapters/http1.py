@@ -164,36 +164,35 @@ class Connection:
         del self._buf[:limit]
         return piece
 
-    def _read_head_block(self) -> bytes:
+    def _read_until(self, delimiter: bytes, limit: int, what: str) -> bytes | None:
+        """The bytes before the next ``delimiter`` (consumed with it); None if the connection ends first."""
         searched = 0
         while True:
-            end = self._buf.find(b"\r\n\r\n", max(0, searched - 3))
+            end = self._buf.find(delimiter, max(0, searched - len(delimiter) + 1))
             if end >= 0:
-                block = bytes(self._buf[:end])
-                del self._buf[: end + 4]
-                return block
+                data = bytes(self._buf[:end])
+                del self._buf[: end + len(delimiter)]
+                return data
             searched = len(self._buf)
-            if searched > MAX_HEAD_BYTES:
-                raise ProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
+            if searched > limit:
+                raise ProtocolError(f"{what} longer than {limit} bytes")
             if not self._fill():
-                if not searched:
-                    raise ClosedWithoutResponse("the server closed the connection without a response")
-                raise ProtocolError("connection closed inside the response head")
+                return None
+
+    def _read_head_block(self) -> bytes:
+        block = self._read_until(b"\r\n\r\n", MAX_HEAD_BYTES, "response head")
+        if block is not None:
+            return block
+        if not self._buf:
+            raise ClosedWithoutResponse("the server closed the connection without a response")
+        raise ProtocolError("connection closed inside the response head")
 
     def _line(self, what: str) -> bytes:
         """One CRLF-terminated line of the chunked framing, without its CRLF."""
-        searched = 0
-        while True:
-            end = self._buf.find(b"\r\n", max(0, searched - 1))
-            if end >= 0:
-                line = bytes(self._buf[:end])
-                del self._buf[: end + 2]
-                return line
-            searched = len(self._buf)
-            if searched > MAX_CHUNK_LINE_BYTES:
-                raise ProtocolError(f"{what} longer than {MAX_CHUNK_LINE_BYTES} bytes")
-            if not self._fill():
-                raise TruncatedBody(f"connection closed inside the chunked body ({what})")
+        line = self._read_until(b"\r\n", MAX_CHUNK_LINE_BYTES, what)
+        if line is None:
+            raise TruncatedBody(f"connection closed inside the chunked body ({what})")
+        return line
 
     def _read_chunked(self) -> bytes:
         while True:
@@ -217,7 +216,7 @@ class Connection:
                 while trailer := self._line("trailer field"):  # the trailer section ends at an empty line
                     trailer_bytes += len(trailer)
                     if trailer_bytes > MAX_HEAD_BYTES:
-                        raise ProtocolError(f"trailer section larger than {MAX_HEAD_BYTES} bytes")
+                        raise ProtocolError(f"trailer section longer than {MAX_HEAD_BYTES} bytes")
                 self._body_done = True
                 return b""
 
