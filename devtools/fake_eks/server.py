@@ -439,6 +439,7 @@ class FakeEks:
             await web.TCPSite(runner, HOST, 0, ssl_context=cluster.tls.server_context(), backlog=1024).start()
             self._runners.append(runner)
             cluster.endpoint = f"https://{HOST}:{_bound_port(runner)}"
+            cluster.sim.warm()  # the first list is then as quick as the next ones
         return self.connection()
 
     async def stop(self) -> None:

@@ -356,6 +356,12 @@ class ClusterSim:
             self.resource_version += 1
 
     # -- the Kubernetes view --------------------------------------------------------------------
+    def warm(self) -> None:
+        """Build the pod listing and every Pod object now, as an API server's watch cache holds them."""
+        for *_, obj in self.all_pods():
+            if isinstance(obj, AwsNodePod):
+                obj.pod_json(self.uid)
+
     def all_pods(self) -> list[tuple[str, dict[str, str], str, str, bytes | AwsNodePod]]:
         """(name, labels, phase, nodeName, object) of every kube-system pod by name (cached per RV)."""
         if self._listing[0] == self.resource_version:
