@@ -1,25 +1,20 @@
-"""HTTP/1.1 GET on one persistent TLS connection: the scraper's transport.
+"""HTTP/1.1 responses parsed from bytes as they arrive (no I/O): the scraper's wire format.
 
-Hand-written over ``http.client``, whose request building and email-package header parsing cost about
-0.5 ms of CPU per scrape here against about 0.2 ms for this module (``make bench``, scrape). It speaks
-only what the scraper needs, strictly: a prebuilt GET request; a response whose head is at most 64 KiB;
-1xx interim responses skipped; the body framed by chunked transfer coding, Content-Length, or the end
-of the connection (RFC 9112 section 6.3), read piece by piece so the caller can check its deadline and
-size cap between pieces. Anything else is a ``ProtocolError``; the connection then serves no other
-request. TLS is whatever the given context enforces (the scraper requires certificate and host checks).
+Hand-written over ``http.client``, whose blocking reads, request building and email-package header
+parsing cost about 0.5 ms of CPU per scrape here against about 0.2 ms for this module (``make bench``,
+scrape), and which cannot be driven by an event loop. It speaks only what the scraper needs, strictly: a
+prebuilt GET request; a response whose head is at most 64 KiB; 1xx interim responses skipped; the body
+framed by chunked transfer coding, Content-Length, or the end of the connection (RFC 9112 section 6.3).
+Anything else is a ``ProtocolError``; the connection then serves no other request.
 """
 
 from __future__ import annotations
 
-import select
-import socket
-import ssl
 from dataclasses import dataclass
 from typing import Literal
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_CHUNK_LINE_BYTES = 4 * 1024
-RECV_BYTES = 64 * 1024
 
 Framing = Literal["length", "chunked", "close", "none"]
 
@@ -48,177 +43,148 @@ class Head:
         return self.headers.get(name)
 
 
-class Connection:
-    """One TLS connection to ``host``: send a request, read its head, then its body piece by piece."""
+class ResponseReader:
+    """One response: ``feed`` it the bytes received, take the body pieces it returns, until ``done``."""
 
-    def __init__(self, host: str, port: int, context: ssl.SSLContext) -> None:
-        self.host = host
-        self.port = port
-        self._context = context
-        self._sock: ssl.SSLSocket | None = None
+    __slots__ = (
+        "_buf",
+        "_chunk_end",
+        "_framing",
+        "_left",
+        "_searched",
+        "_trailer_bytes",
+        "done",
+        "head",
+        "keep_alive",
+        "received",
+    )
+
+    def __init__(self) -> None:
         self._buf = bytearray()  # received, not yet consumed
+        self._searched = 0  # head: bytes of the buffer already searched for its end
         self._framing: Framing = "none"
         self._left = 0  # bytes left of the body (length) or of the current chunk (chunked)
         self._chunk_end = False  # chunked: the CRLF after a chunk's data is due
-        self._body_done = True
-        self._keep_alive = False
-        self.responses = 0  # responses read to their end on this connection
-
-    def __repr__(self) -> str:
-        return f"Connection(host={self.host!r}, port={self.port}, open={self._sock is not None})"
+        self._trailer_bytes = -1  # chunked: >= 0 while reading the trailer section
+        self.head: Head | None = None  # set once the (final) head is complete
+        self.done = False  # the body was read to its end
+        self.keep_alive = False  # the server keeps the connection after this response
+        self.received = 0  # bytes fed so far
 
     @property
-    def is_open(self) -> bool:
-        """Whether the connection is connected (and not closed since)."""
-        return self._sock is not None
-
-    def connect(self, timeout: float) -> None:
-        """Open the TCP connection and complete the TLS handshake within ``timeout`` seconds each."""
-        raw = socket.create_connection((self.host, self.port), timeout=timeout)
-        try:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._sock = self._context.wrap_socket(raw, server_hostname=self.host)
-        except BaseException:
-            raw.close()
-            raise
-
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-        sock, self._sock = self._sock, None
-        self._buf.clear()
-        if sock is not None:
-            sock.close()
-
     def reusable(self) -> bool:
-        """Whether another request may be sent: the last body was read to its end, the server keeps the
-        connection, sent nothing extra, and has not closed it while idle."""
-        if self._sock is None or not self._body_done or not self._keep_alive or self._buf:
-            return False
-        poller = select.poll()
-        poller.register(self._sock, select.POLLIN)
-        return not poller.poll(0)  # readable while idle: closed by the server (or unasked-for bytes)
+        """Whether the connection may carry another request: body read whole, kept alive, nothing extra."""
+        return self.done and self.keep_alive and not self._buf
 
-    def send(self, request: bytes, timeout: float) -> None:
-        """Send one whole request; reads then wait at most ``timeout`` seconds for each piece."""
-        sock = self._open()
-        sock.settimeout(timeout)
-        self._body_done = False
-        self._keep_alive = False
-        sock.sendall(request)
-
-    def read_head(self) -> Head:
-        """The response's status and header fields (interim 1xx responses skipped)."""
-        while True:
-            block = self._read_head_block()
-            status, headers, version = _parse_head(block)
-            if 100 <= status < 200 and status != 101:
-                continue
-            break
-        self._keep_alive = version == b"HTTP/1.1" and "close" not in _tokens(headers.get("connection", ""))
-        self._framing, self._left = _framing(status, headers)
-        if self._framing == "close" or ("transfer-encoding" in headers and "content-length" in headers):
-            self._keep_alive = False
-        self._chunk_end = False
-        self._body_done = self._framing == "none"
-        if self._body_done:
-            self.responses += 1
-        return Head(status, headers)
-
-    def read_body(self) -> bytes:
-        """The next piece of the body as sent (de-chunked, not decoded); b"" once it is all read."""
-        if self._body_done:
-            return b""
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add bytes received; the body pieces (de-chunked, not decoded) they complete, in order."""
+        self.received += len(data)
+        self._buf += data
+        pieces: list[bytes] = []
+        if self.done or (self.head is None and not self._read_head()):
+            return pieces
         if self._framing == "chunked":
-            piece = self._read_chunked()
-        elif self._framing == "length":
-            piece = self._take(self._left)
-            if not piece:
-                raise TruncatedBody(f"connection closed {self._left} bytes before the end of the body")
+            self._read_chunks(pieces)
+        elif self._buf and self._framing == "length":
+            piece = bytes(self._buf[: self._left])
+            del self._buf[: self._left]
             self._left -= len(piece)
-            self._body_done = self._left == 0
-        else:  # close-delimited: the end of the connection ends the body
-            piece = self._take(RECV_BYTES)
-            self._body_done = not piece
-        if self._body_done:
-            self.responses += 1
-        return piece
+            self.done = self._left == 0
+            pieces.append(piece)
+        elif self._buf and self._framing == "close":
+            pieces.append(bytes(self._buf))
+            self._buf.clear()
+        return pieces
+
+    def connection_closed(self) -> None:
+        """The server closed the connection: the end of a close-delimited body, else an error."""
+        if self.done:
+            return
+        if self.head is None:
+            if not self._buf:
+                raise ClosedWithoutResponse("the server closed the connection without a response")
+            raise ProtocolError("connection closed inside the response head")
+        if self._framing == "close":
+            self.done = True
+            self.keep_alive = False
+        elif self._framing == "length":
+            raise TruncatedBody(f"connection closed {self._left} bytes before the end of the body")
+        elif self._left:
+            raise TruncatedBody(f"connection closed {self._left} bytes before the end of a chunk")
+        else:
+            raise TruncatedBody("connection closed inside the chunked framing")
 
     # -- internals ----------------------------------------------------------------------------------
 
-    def _open(self) -> ssl.SSLSocket:
-        if self._sock is None:
-            raise ConnectionError("the connection is not open")
-        return self._sock
-
-    def _fill(self) -> bool:
-        """Receive more bytes into the buffer; False at the end of the connection."""
-        data = self._open().recv(RECV_BYTES)
-        self._buf += data
-        return bool(data)
-
-    def _take(self, limit: int) -> bytes:
-        """Up to ``limit`` buffered bytes, receiving first when none are buffered (b"": connection ended)."""
-        if not self._buf and not self._fill():
-            return b""
-        piece = bytes(self._buf[:limit])
-        del self._buf[:limit]
-        return piece
-
-    def _read_until(self, delimiter: bytes, limit: int, what: str) -> bytes | None:
-        """The bytes before the next ``delimiter`` (consumed with it); None if the connection ends first."""
-        searched = 0
+    def _read_head(self) -> bool:
+        """Consume heads until the final one; False while it is incomplete."""
         while True:
-            end = self._buf.find(delimiter, max(0, searched - len(delimiter) + 1))
-            if end >= 0:
-                data = bytes(self._buf[:end])
-                del self._buf[: end + len(delimiter)]
-                return data
-            searched = len(self._buf)
-            if searched > limit:
-                raise ProtocolError(f"{what} longer than {limit} bytes")
-            if not self._fill():
-                return None
+            end = self._buf.find(b"\r\n\r\n", max(0, self._searched - 3))
+            if end < 0 or end > MAX_HEAD_BYTES:
+                self._searched = len(self._buf)
+                if self._searched > MAX_HEAD_BYTES:
+                    raise ProtocolError(f"response head longer than {MAX_HEAD_BYTES} bytes")
+                return False
+            block = bytes(self._buf[:end])
+            del self._buf[: end + 4]
+            self._searched = 0
+            status, headers, version = _parse_head(block)
+            if not (100 <= status < 200 and status != 101):
+                break
+        self.keep_alive = version == b"HTTP/1.1" and "close" not in _tokens(headers.get("connection", ""))
+        self._framing, self._left = _framing(status, headers)
+        if self._framing == "close" or ("transfer-encoding" in headers and "content-length" in headers):
+            self.keep_alive = False
+        self.done = self._framing == "none"
+        self.head = Head(status, headers)
+        return True
 
-    def _read_head_block(self) -> bytes:
-        block = self._read_until(b"\r\n\r\n", MAX_HEAD_BYTES, "response head")
-        if block is not None:
-            return block
-        if not self._buf:
-            raise ClosedWithoutResponse("the server closed the connection without a response")
-        raise ProtocolError("connection closed inside the response head")
-
-    def _line(self, what: str) -> bytes:
-        """One CRLF-terminated line of the chunked framing, without its CRLF."""
-        line = self._read_until(b"\r\n", MAX_CHUNK_LINE_BYTES, what)
-        if line is None:
-            raise TruncatedBody(f"connection closed inside the chunked body ({what})")
+    def _line(self, what: str) -> bytes | None:
+        """One CRLF-terminated line of the chunked framing without its CRLF; None while incomplete."""
+        end = self._buf.find(b"\r\n")
+        if end < 0 or end > MAX_CHUNK_LINE_BYTES:
+            if len(self._buf) > MAX_CHUNK_LINE_BYTES:
+                raise ProtocolError(f"{what} longer than {MAX_CHUNK_LINE_BYTES} bytes")
+            return None
+        line = bytes(self._buf[:end])
+        del self._buf[: end + 2]
         return line
 
-    def _read_chunked(self) -> bytes:
-        while True:
-            if self._chunk_end:
-                if self._line("end of a chunk"):
-                    raise ProtocolError("chunk data longer than its size")
-                self._chunk_end = False
+    def _read_chunks(self, pieces: list[bytes]) -> None:
+        buf = self._buf
+        while buf:
             if self._left:
-                piece = self._take(self._left)
-                if not piece:
-                    raise TruncatedBody(f"connection closed {self._left} bytes before the end of a chunk")
+                piece = bytes(buf[: self._left])
+                del buf[: self._left]
                 self._left -= len(piece)
                 self._chunk_end = self._left == 0
-                return piece
-            size_field = self._line("chunk size line").split(b";", 1)[0].strip()
+                pieces.append(piece)
+                continue
+            if self._chunk_end:
+                if len(buf) >= 2 and buf[:2] != b"\r\n":
+                    raise ProtocolError("chunk data longer than its size")
+                if self._line("end of a chunk") is None:
+                    return
+                self._chunk_end = False
+                continue
+            if self._trailer_bytes >= 0:
+                if (trailer := self._line("trailer field")) is None:
+                    return
+                if not trailer:  # the trailer section ends at an empty line
+                    self.done = True
+                    return
+                self._trailer_bytes += len(trailer)
+                if self._trailer_bytes > MAX_HEAD_BYTES:
+                    raise ProtocolError(f"trailer section longer than {MAX_HEAD_BYTES} bytes")
+                continue
+            if (line := self._line("chunk size line")) is None:
+                return
+            size_field = line.split(b";", 1)[0].strip()
             if not size_field or len(size_field) > 16 or size_field.strip(b"0123456789abcdefABCDEF"):
                 raise ProtocolError(f"bad chunk size {size_field[:20]!r}")
             self._left = int(size_field, 16)
             if self._left == 0:
-                trailer_bytes = 0
-                while trailer := self._line("trailer field"):  # the trailer section ends at an empty line
-                    trailer_bytes += len(trailer)
-                    if trailer_bytes > MAX_HEAD_BYTES:
-                        raise ProtocolError(f"trailer section longer than {MAX_HEAD_BYTES} bytes")
-                self._body_done = True
-                return b""
+                self._trailer_bytes = 0
 
 
 def request_bytes(path: str, host: str, headers: dict[str, str]) -> bytes:

@@ -1,27 +1,31 @@
 """Concurrent scraping of aws-node metrics through the Kubernetes API server proxy.
 
 ``GET /api/v1/namespaces/kube-system/pods/<pod>:61678/proxy/metrics`` over keep-alive HTTPS (TLS
-verified with the cluster CA, host name checked): a bounded number of daemon worker threads, each with
-its own persistent ``http1.Connection`` (no shared pool, no pool lock), per-request connect/read
-timeouts and one overall deadline: when it passes, ``scrape_all`` returns at once and counts unfinished
-pods as timed out (stuck workers are never waited for). Bodies are read in chunks with a deadline check
-after each, decompressed as a stream with a cap on the decompressed size (gzip bombs stop at the cap),
-parsed as they arrive and dropped.
+verified with the cluster CA, host name checked), from one thread: up to ``concurrency`` non-blocking
+connections driven by one selector, each carrying one request at a time and kept for the next. Every
+attempt has a connect timeout (TCP and TLS), a read timeout per wait and a cap on its whole duration;
+the run has one overall deadline: when it passes, ``scrape_all`` returns at once and counts unfinished
+pods as timed out. Bodies are decompressed as a stream with a cap on the decompressed size (gzip bombs
+stop at the cap), parsed as they complete and dropped.
 """
 
 from __future__ import annotations
 
 import email.utils
+import errno
+import heapq
 import json
-import queue
+import os
 import random
+import selectors
+import socket
 import ssl
-import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import quote, urlsplit
 
 from cni_metrics.adapters import http1
@@ -39,12 +43,13 @@ FAILURE_REASONS: tuple[FailureReason, ...] = (
 )
 
 METRICS_PORT = 61678
-CHUNK_BYTES = 64 * 1024
+RECV_BYTES = 64 * 1024
 ERROR_BODY_BYTES = 16 * 1024
 MAX_RETRY_AFTER_SECONDS = 10.0
 MIN_ATTEMPT_SECONDS = 0.5
 USER_AGENT = "cni-metrics-lambda"
-# a reused keep-alive connection the server had closed: reconnect once, not counted as the retry
+_TICK_SECONDS = 0.05  # how often in-flight attempts are checked against their timeouts
+# a reused keep-alive connection the server had closed: one reconnect, which counts as the pod's retry
 _STALE = (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError)  # ClosedWithoutResponse is a reset
 
 
@@ -230,7 +235,7 @@ class CappedBody:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The scraper
+# The scraper: one thread, non-blocking TLS connections, one selector
 
 
 def metrics_path(pod: str) -> str:
@@ -238,8 +243,63 @@ def metrics_path(pod: str) -> str:
     return f"/api/v1/namespaces/kube-system/pods/{quote(pod, safe='')}:{METRICS_PORT}/proxy/metrics"
 
 
+class _Job:
+    """One pod's progress over its attempts."""
+
+    __slots__ = ("attempts", "pod", "reconnected", "refreshed", "retried", "token", "wire_bytes")
+
+    def __init__(self, pod: PodRef) -> None:
+        self.pod = pod
+        self.token = ""  # the token of the current attempt
+        self.attempts = 0
+        self.refreshed = False  # had its one token refresh (401)
+        self.retried = False  # had its one retry (429, 503, connection error)
+        self.reconnected = False  # a stale keep-alive connection was replaced: that was the retry
+        self.wire_bytes = 0  # bytes read by failed attempts
+
+
+_CONNECTING, _HANDSHAKE, _SENDING, _RECEIVING, _IDLE = range(5)
+
+
+class _Conn:
+    """One non-blocking TLS connection and the attempt it carries."""
+
+    __slots__ = (
+        "attempt_due",
+        "body",
+        "due",
+        "error_parts",
+        "error_size",
+        "fd",
+        "job",
+        "mask",
+        "out",
+        "raw",
+        "reader",
+        "reused",
+        "state",
+        "tls",
+    )
+
+    def __init__(self, raw: socket.socket) -> None:
+        self.fd = raw.fileno()
+        self.raw = raw
+        self.tls: ssl.SSLSocket | None = None  # from the start of the TLS handshake on
+        self.state = _CONNECTING
+        self.mask = 0  # the selector events it is registered for
+        self.due = 0.0  # when the current wait times out
+        self.attempt_due = 0.0  # when the attempt as a whole times out
+        self.job: _Job | None = None
+        self.reused = False  # carried a complete response before this attempt
+        self.out = b""  # request bytes not yet sent
+        self.reader = http1.ResponseReader()
+        self.body: CappedBody | None = None  # the 200 body being decoded
+        self.error_parts: list[bytes] = []  # the start of an error body
+        self.error_size = 0
+
+
 class Scraper:
-    """Scrapes aws-node pods of one cluster through its API server."""
+    """Scrapes aws-node pods of one cluster through its API server, from the calling thread."""
 
     def __init__(
         self,
@@ -260,198 +320,94 @@ class Scraper:
         self._port = parts.port or 443
         self._ssl_context = ssl_context
         self._prefix = parts.path.rstrip("/")
+        self._netloc = parts.netloc.rsplit("@", 1)[-1]
         self._settings = settings
         self._tokens = tokens
         self._clock = clock
         self._rng = rng or random.Random()
-        self._headers: tuple[str, dict[str, str]] = ("", {})
         self._token = ""  # the token of this run, taken once, replaced after a 401 (provider calls cost CPU)
-        self._netloc = parts.netloc.rsplit("@", 1)[-1]
-        # Hand-written over urllib3: its per-request Python was the collector's largest CPU cost (~1.4 ms
-        # per request measured, vs ~0.6 ms on a plain persistent http.client connection, ~0.2 ms on http1).
-        self._local = threading.local()  # .conn: this thread's connection, .reused: it served a request
-        self._owners: dict[threading.Thread, http1.Connection] = {}
-        self._owners_lock = threading.Lock()  # only on connect and close, never per request
+        self._headers: tuple[str, dict[str, str]] = ("", {})
+        self._selector = selectors.DefaultSelector()
+        self._conns: dict[int, _Conn] = {}  # every open connection by file descriptor
+        self._idle: list[_Conn] = []  # open, kept alive, carrying nothing
+        self._addresses: list[tuple[socket.AddressFamily, Any]] = []
+        self._opened = 0  # connections opened so far (address rotation)
 
     def __repr__(self) -> str:
         return f"Scraper(host={self._host!r}, concurrency={self._settings.concurrency})"
 
     def close(self) -> None:
-        """Close the connections of finished threads and this one (stuck workers close theirs on exit)."""
-        current = threading.current_thread()
-        with self._owners_lock:
-            owners = [(t, c) for t, c in self._owners.items() if t is current or not t.is_alive()]
-            for thread, _ in owners:
-                del self._owners[thread]
-        for _, conn in owners:
-            conn.close()
-        if getattr(self._local, "conn", None) is not None:
-            self._local.conn = None
+        """Close every connection."""
+        for conn in list(self._conns.values()):
+            self._close(conn)
+        self._selector.close()
+
+    def scrape_one(self, pod: PodRef, deadline: float) -> ScrapeResult:
+        """One pod (keep-alive connections of earlier calls are reused)."""
+        return self.scrape_all([pod], deadline)[0]
 
     def scrape_all(self, pods: Sequence[PodRef], deadline: float) -> list[ScrapeResult]:
         """Every pod's result, in ``pods`` order; returns by ``deadline`` (monotonic) whatever happens."""
         self._token = ""  # a new run asks the provider for its (cached or new) token again
-        work: queue.SimpleQueue[PodRef] = queue.SimpleQueue()
-        for pod in pods:
-            work.put(pod)
-        results: queue.SimpleQueue[ScrapeResult] = queue.SimpleQueue()
-        stop = threading.Event()
-        for index in range(min(max(1, self._settings.concurrency), len(pods))):
-            threading.Thread(
-                target=self._worker, args=(work, results, deadline, stop), name=f"scrape-{index}", daemon=True
-            ).start()
-        done: dict[str, ScrapeResult] = {}
-        while len(done) < len(pods):
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                break
-            try:
-                result = results.get(timeout=remaining)
-            except queue.Empty:
-                break
-            done[result.key] = result
-        stop.set()
+        run = _Run(self, deadline)
+        try:
+            run.run([_Job(pod) for pod in pods])
+        finally:
+            for conn in list(self._conns.values()):
+                if conn.state != _IDLE:  # the deadline passed with attempts in flight
+                    self._close(conn)
         return [
-            done.get(pod.key)
+            run.results.get(pod.key)
             or ScrapeResult(pod.key, pod.name, None, "timeout", "deadline passed before the scrape finished")
             for pod in pods
         ]
 
-    def _worker(
-        self,
-        work: queue.SimpleQueue[PodRef],
-        results: queue.SimpleQueue[ScrapeResult],
-        deadline: float,
-        stop: threading.Event,
-    ) -> None:
+    # -- connections --------------------------------------------------------------------------------
+
+    def _resolve(self) -> None:
+        """The endpoint's addresses, looked up once per run (blocking, like any client's DNS)."""
+        infos = socket.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
+        self._addresses = [(family, address) for family, _, _, _, address in infos]
+
+    def _open(self, now: float) -> _Conn:
+        """Start a TCP connection to the next address (connect timeout from now)."""
+        family, address = self._addresses[self._opened % len(self._addresses)]
+        self._opened += 1
+        raw = socket.socket(family, socket.SOCK_STREAM)
         try:
-            while not stop.is_set():
-                try:
-                    pod = work.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    result = self.scrape_one(pod, deadline, stop)
-                except Exception as exc:  # one pod must never take the others down
-                    result = ScrapeResult(
-                        pod.key, pod.name, None, "other", f"unexpected {type(exc).__name__}"
-                    )
-                results.put(result)
-        finally:
-            self._drop_connection()
-
-    def scrape_one(self, pod: PodRef, deadline: float, stop: threading.Event | None = None) -> ScrapeResult:
-        """One pod: at most one token refresh (401) and one retry (429, 503, connection errors)."""
-        token = self._token
-        if not token:
-            token = self._token = self._tokens.token()
-        refreshed = retried = False
-        wire_bytes = attempts = 0
-        while True:
-            attempts += 1
-            try:
-                metrics, read = self._fetch(pod, token, deadline)
-                return ScrapeResult(
-                    pod.key, pod.name, metrics, bytes_read=wire_bytes + read, attempts=attempts
-                )
-            except ScrapeFailure as failure:
-                wire_bytes += failure.bytes_read
-                if failure.status == 401 and not refreshed:
-                    refreshed = True
-                    try:
-                        token = self._token = self._tokens.refresh(token)
-                    except Exception as exc:
-                        failure = ScrapeFailure("unauthorized", f"token refresh failed: {exc}")
-                    else:
-                        continue
-                delay = retry_delay(failure, self._rng)
-                if should_retry(failure, delay, now=self._clock(), deadline=deadline, retried=retried):
-                    retried = True
-                    if not _interrupted_sleep(delay, stop):
-                        continue
-                    failure = ScrapeFailure("timeout", "deadline passed while waiting to retry")
-                return ScrapeResult(
-                    pod.key, pod.name, None, failure.reason, failure.message, bytes_read=wire_bytes,
-                    attempts=attempts,
-                )
-
-    def _fetch(self, pod: PodRef, token: str, deadline: float) -> tuple[NodeMetrics, int]:
-        now = self._clock()
-        remaining = deadline - now
-        if remaining <= 0:
-            raise ScrapeFailure("timeout", "deadline passed before the request")
-        # one attempt, body included, takes at most connect + read timeout (slow drips end here)
-        attempt_deadline = min(deadline, now + self._settings.connect_timeout + self._settings.read_timeout)
-        connect_timeout = min(self._settings.connect_timeout, remaining)
-        read_timeout = min(self._settings.read_timeout, remaining)
-        path = self._prefix + metrics_path(pod.name)
-        request = http1.request_bytes(path, self._netloc, self._headers_for(token))
-        reconnected = False
-        while True:
-            conn, reused = self._connection(connect_timeout)
-            try:
-                conn.send(request, read_timeout)
-                head = conn.read_head()
-            except TimeoutError as exc:
-                self._drop_connection()
-                raise ScrapeFailure("timeout", _exception_text(exc)) from None
-            except _STALE as exc:
-                self._drop_connection()
-                if reused and not reconnected:  # the server closed it while idle: not this pod's failure
-                    reconnected = True
-                    continue
-                # after a reconnect the pod has had its second request: that was the one retry
-                raise ScrapeFailure("unreachable", _exception_text(exc), retryable=not reconnected) from None
-            except (OSError, http1.ProtocolError) as exc:
-                self._drop_connection()
-                raise ScrapeFailure("unreachable", _exception_text(exc), retryable=not reconnected) from None
-            except BaseException:
-                self._drop_connection()
-                raise
-            break
-        self._local.reused = True
-        return self._read(conn, head, attempt_deadline)
-
-    def _connection(self, connect_timeout: float) -> tuple[http1.Connection, bool]:
-        """This thread's connection, and whether it is reused (a new one is connected when needed)."""
-        conn: http1.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and conn.reusable():
-            return conn, bool(self._local.reused)
-        if conn is not None:
-            self._drop_connection()
-        conn = http1.Connection(self._host, self._port, self._ssl_context)
-        try:
-            conn.connect(connect_timeout)
-        except TimeoutError as exc:
-            conn.close()
-            raise ScrapeFailure("timeout", _exception_text(exc)) from None
-        except ssl.SSLError as exc:
-            conn.close()
-            raise ScrapeFailure("unreachable", f"TLS verification failed: {_exception_text(exc)}") from None
-        except OSError as exc:
-            conn.close()
-            raise ScrapeFailure("unreachable", _exception_text(exc), retryable=True) from None
+            raw.setblocking(False)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            code = raw.connect_ex(address)
+            if code not in (0, errno.EINPROGRESS):
+                raise OSError(code, os.strerror(code))
         except BaseException:
-            conn.close()
+            raw.close()
             raise
-        self._local.conn = conn
-        self._local.reused = False
-        with self._owners_lock:
-            self._owners[threading.current_thread()] = conn
-        return conn, False
+        conn = _Conn(raw)
+        conn.due = now + self._settings.connect_timeout
+        self._conns[conn.fd] = conn
+        self._watch(conn, selectors.EVENT_WRITE)
+        return conn
 
-    def _drop_connection(self) -> None:
-        """Close this thread's connection; the next request connects anew."""
-        conn: http1.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+    def _watch(self, conn: _Conn, mask: int) -> None:
+        if conn.mask == mask:
             return
-        self._local.conn = None
-        with self._owners_lock:
-            self._owners.pop(threading.current_thread(), None)
-        conn.close()
+        if conn.mask:
+            self._selector.modify(conn.fd, mask, conn)
+        else:
+            self._selector.register(conn.fd, mask, conn)
+        conn.mask = mask
 
-    def _headers_for(self, token: str) -> dict[str, str]:
-        """The request headers for ``token`` (one dict while the token stays)."""
+    def _close(self, conn: _Conn) -> None:
+        if self._conns.pop(conn.fd, None) is None:
+            return
+        if conn.mask:
+            self._selector.unregister(conn.fd)
+        if conn.state == _IDLE and conn in self._idle:
+            self._idle.remove(conn)
+        (conn.tls or conn.raw).close()
+
+    def _request(self, pod: PodRef, token: str) -> bytes:
         current, headers = self._headers
         if current != token:
             headers = {
@@ -460,90 +416,375 @@ class Scraper:
                 "Accept-Encoding": "gzip",
                 "User-Agent": USER_AGENT,
             }
-            self._headers = (token, headers)  # one tuple: threads see the old pair or the new one
-        return headers
+            self._headers = (token, headers)
+        return http1.request_bytes(self._prefix + metrics_path(pod.name), self._netloc, headers)
 
-    def _read(self, conn: http1.Connection, head: http1.Head, deadline: float) -> tuple[NodeMetrics, int]:
-        complete = False
-        try:
-            if head.status != 200:
-                body, complete = self._read_error_body(conn, head, deadline)
-                failure = classify_status(head.status, body)
-                failure.retry_after = parse_retry_after(head.header("retry-after"))
-                failure.bytes_read = len(body)
-                raise failure
-            length = head.header("content-length")
-            encoding = head.header("content-encoding")
-            cap = self._settings.max_payload_bytes
-            if length and length.isdigit() and not encoding and int(length) > cap:
-                raise ScrapeFailure("too_large", f"payload of {length} bytes is larger than {cap} bytes")
-            capped = CappedBody(encoding, cap)
-            while chunk := self._read_chunk(conn, deadline, capped.wire_bytes):
-                capped.feed(chunk)
-            data = capped.finish()
-            complete = True
-        finally:
-            if not complete:  # an error or an incomplete read: this connection serves no other request
-                self._drop_connection()
-        try:
-            metrics = read_node_metrics(data)
-        except PayloadError as exc:
-            raise ScrapeFailure("bad_payload", str(exc), bytes_read=capped.wire_bytes) from None
-        if not metrics.gauges and not metrics.counters:
-            content_type = head.header("content-type") or "none"
-            raise ScrapeFailure(
-                "bad_payload", f"no awscni metrics in the payload (Content-Type {content_type})",
-                bytes_read=capped.wire_bytes,
-            )
-        return metrics, capped.wire_bytes
 
-    def _read_chunk(self, conn: http1.Connection, deadline: float, wire_bytes: int) -> bytes:
+class _Run:
+    """One ``scrape_all``: jobs waiting, in flight and done, driven by the scraper's selector."""
+
+    def __init__(self, scraper: Scraper, deadline: float) -> None:
+        self.s = scraper
+        self.deadline = deadline
+        self.ready: deque[_Job] = deque()
+        self.waiting: list[tuple[float, int, _Job]] = []  # retries by the time they are due
+        self.results: dict[str, ScrapeResult] = {}
+        self._sequence = 0
+
+    def run(self, jobs: list[_Job]) -> None:
+        s = self.s
+        self.ready.extend(jobs)
+        if not jobs:
+            return
+        if s._clock() >= self.deadline:
+            return
         try:
-            chunk = conn.read_body()
-        except TimeoutError as exc:
-            raise ScrapeFailure("timeout", _exception_text(exc), bytes_read=wire_bytes) from None
-        except (http1.TruncatedBody, http1.ProtocolError) as exc:
-            raise ScrapeFailure("bad_payload", f"body: {exc}", bytes_read=wire_bytes) from None
+            s._resolve()
         except OSError as exc:
-            raise ScrapeFailure(
-                "unreachable", _exception_text(exc), retryable=True, bytes_read=wire_bytes
-            ) from None
-        if self._clock() > deadline:
-            raise ScrapeFailure(
-                "timeout", "body not complete within the timeouts or the deadline", bytes_read=wire_bytes
-            )
-        return chunk
+            for job in jobs:
+                failure = ScrapeFailure("unreachable", f"resolving the endpoint: {_exception_text(exc)}")
+                self._give_up(job, failure)
+            return
+        self._events(0.0)  # idle connections the server closed since the last run
+        next_check = 0.0
+        while len(self.results) < len(jobs):
+            now = s._clock()
+            if now >= self.deadline:
+                return
+            while self.waiting and self.waiting[0][0] <= now:
+                self.ready.append(heapq.heappop(self.waiting)[2])
+            self._dispatch(now)
+            if now >= next_check:  # timeouts are seconds long: checking them every tick is enough
+                self._expire(now)
+                next_check = now + _TICK_SECONDS
+            wake = min(self.deadline, next_check, self.waiting[0][0] if self.waiting else next_check)
+            self._events(max(0.0, wake - now))
 
-    def _read_error_body(
-        self, conn: http1.Connection, head: http1.Head, deadline: float
-    ) -> tuple[bytes, bool]:
-        """The start of an error body, and whether it was read to its end."""
-        parts: list[bytes] = []
-        size = 0
-        eof = False
-        while size < ERROR_BODY_BYTES:
-            chunk = self._read_chunk(conn, deadline, size)
-            if not chunk:
-                eof = True
-                break
-            parts.append(chunk)
-            size += len(chunk)
-        body = b"".join(parts)
-        if (head.header("content-encoding") or "").lower() in ("gzip", "x-gzip"):
-            decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    def _events(self, timeout: float) -> None:
+        for key, mask in self.s._selector.select(timeout):
+            conn: _Conn = key.data
+            if self.s._conns.get(conn.fd) is not conn:  # closed by an earlier event of this batch
+                continue
             try:
-                body = decoder.decompress(body, ERROR_BODY_BYTES)
+                self._on_ready(conn, mask)
+            except Exception as exc:  # one pod must never take the others down
+                self._unexpected(conn, exc)
+
+    def _dispatch(self, now: float) -> None:
+        """Start ready jobs on idle connections, then on new ones up to the concurrency."""
+        s = self.s
+        while self.ready:
+            if s._idle:
+                self._start(s._idle.pop(), self.ready.popleft(), now)
+            elif len(s._conns) < max(1, s._settings.concurrency):
+                job = self.ready.popleft()
+                job.attempts += 1
+                self._connect(job, now)
+            else:
+                return
+
+    def _connect(self, job: _Job, now: float) -> None:
+        """Carry ``job``'s attempt on a new connection."""
+        try:
+            conn = self.s._open(now)
+        except OSError as exc:
+            failure = ScrapeFailure("unreachable", _exception_text(exc), retryable=not job.reconnected)
+            self._failed(job, failure, now)
+            return
+        conn.job = job
+        conn.attempt_due = self._attempt_due(now)
+
+    def _attempt_due(self, now: float) -> float:
+        """One attempt, body included, takes at most connect + read timeout (slow drips end there)."""
+        settings = self.s._settings
+        return min(self.deadline, now + settings.connect_timeout + settings.read_timeout)
+
+    def _start(self, conn: _Conn, job: _Job, now: float) -> None:
+        """Send ``job``'s request, a new attempt, on the kept-alive ``conn``."""
+        job.attempts += 1
+        conn.attempt_due = self._attempt_due(now)
+        conn.job = job
+        conn.reused = True
+        self._send_request(conn, now)
+
+    def _send_request(self, conn: _Conn, now: float) -> None:
+        s = self.s
+        job = conn.job
+        assert job is not None
+        if not s._token:
+            s._token = s._tokens.token()
+        job.token = s._token
+        conn.out = s._request(job.pod, job.token)
+        conn.reader = http1.ResponseReader()
+        conn.body = None
+        conn.error_parts = []
+        conn.error_size = 0
+        conn.state = _SENDING
+        self._send(conn, now)
+
+    def _send(self, conn: _Conn, now: float) -> None:
+        assert conn.tls is not None
+        try:
+            sent = conn.tls.send(conn.out)
+        except ssl.SSLWantWriteError:
+            sent = 0
+        except ssl.SSLWantReadError:
+            self.s._watch(conn, selectors.EVENT_READ)
+            return
+        except OSError as exc:
+            self._connection_error(conn, exc, now)
+            return
+        conn.out = conn.out[sent:]
+        if conn.out:
+            self.s._watch(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            conn.due = min(conn.attempt_due, now + self.s._settings.read_timeout)
+            return
+        conn.state = _RECEIVING
+        conn.due = min(conn.attempt_due, now + self.s._settings.read_timeout)
+        self.s._watch(conn, selectors.EVENT_READ)
+
+    def _on_ready(self, conn: _Conn, mask: int) -> None:
+        now = self.s._clock()
+        state = conn.state
+        if state == _RECEIVING:
+            self._receive(conn, now)
+        elif state == _SENDING:
+            self._send(conn, now)
+            if conn.state == _RECEIVING and mask & selectors.EVENT_READ:
+                self._receive(conn, now)
+        elif state == _IDLE:  # readable while idle: closed by the server (or bytes nobody asked for)
+            self.s._close(conn)
+        elif state == _CONNECTING:
+            code = conn.raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                self._connection_error(conn, OSError(code, os.strerror(code)), now)
+                return
+            try:
+                conn.tls = self.s._ssl_context.wrap_socket(
+                    conn.raw, server_hostname=self.s._host, do_handshake_on_connect=False
+                )
+            except OSError as exc:
+                self._connection_error(conn, exc, now)
+                return
+            conn.state = _HANDSHAKE
+            self._handshake(conn, now)
+        else:
+            self._handshake(conn, now)
+
+    def _handshake(self, conn: _Conn, now: float) -> None:
+        assert conn.tls is not None
+        try:
+            conn.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self.s._watch(conn, selectors.EVENT_READ)
+            return
+        except ssl.SSLWantWriteError:
+            self.s._watch(conn, selectors.EVENT_WRITE)
+            return
+        except ssl.SSLError as exc:
+            self._end_attempt(
+                conn, ScrapeFailure("unreachable", f"TLS verification failed: {_exception_text(exc)}"), now
+            )
+            return
+        except OSError as exc:
+            self._connection_error(conn, exc, now)
+            return
+        self._send_request(conn, now)
+
+    def _receive(self, conn: _Conn, now: float) -> None:
+        reader = conn.reader
+        sock = conn.tls
+        assert sock is not None
+        try:
+            data = sock.recv(RECV_BYTES)
+            while data and sock.pending():  # the rest of a TLS record already decrypted
+                data += sock.recv(RECV_BYTES)
+        except ssl.SSLWantReadError:
+            return
+        except ssl.SSLWantWriteError:
+            self.s._watch(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            return
+        except OSError as exc:
+            self._connection_error(conn, exc, now)
+            return
+        try:
+            if data:
+                pieces = reader.feed(data)
+            else:
+                pieces = []
+                reader.connection_closed()
+        except http1.ClosedWithoutResponse as exc:
+            self._connection_error(conn, exc, now)
+            return
+        except (http1.ProtocolError, http1.TruncatedBody) as exc:
+            where = "body" if reader.head is not None else "response"
+            reason: FailureReason = "bad_payload" if reader.head is not None else "unreachable"
+            self._end_attempt(conn, ScrapeFailure(reason, f"{where}: {exc}", bytes_read=reader.received), now)
+            return
+        conn.due = min(conn.attempt_due, now + self.s._settings.read_timeout)
+        try:
+            self._take(conn, pieces)
+        except ScrapeFailure as failure:
+            failure.bytes_read = reader.received
+            self._end_attempt(conn, failure, now)
+            return
+        if reader.done:
+            self._response_done(conn, now)
+
+    def _take(self, conn: _Conn, pieces: list[bytes]) -> None:
+        """Route body pieces: a 200 body is decoded under its cap, an error body kept up to its limit."""
+        head = conn.reader.head
+        if head is None:
+            return
+        if head.status == 200:
+            if conn.body is None:
+                length = head.header("content-length")
+                encoding = head.header("content-encoding")
+                cap = self.s._settings.max_payload_bytes
+                if length and length.isdigit() and not encoding and int(length) > cap:
+                    raise ScrapeFailure("too_large", f"payload of {length} bytes is larger than {cap} bytes")
+                conn.body = CappedBody(encoding, cap)
+            for piece in pieces:
+                conn.body.feed(piece)
+            return
+        for piece in pieces:
+            conn.error_parts.append(piece)
+            conn.error_size += len(piece)
+        if conn.error_size >= ERROR_BODY_BYTES and not conn.reader.done:
+            raise self._status_failure(conn, head)
+
+    def _status_failure(self, conn: _Conn, head: http1.Head) -> ScrapeFailure:
+        body = b"".join(conn.error_parts)[:ERROR_BODY_BYTES]
+        if (head.header("content-encoding") or "").lower() in ("gzip", "x-gzip"):
+            try:
+                body = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, ERROR_BODY_BYTES)
             except zlib.error:
                 body = b""
-        return body, eof
+        failure = classify_status(head.status, body)
+        failure.retry_after = parse_retry_after(head.header("retry-after"))
+        return failure
 
+    def _response_done(self, conn: _Conn, now: float) -> None:
+        head = conn.reader.head
+        job = conn.job
+        assert head is not None
+        assert job is not None
+        wire = conn.reader.received
+        if head.status != 200:
+            failure = self._status_failure(conn, head)
+            failure.bytes_read = wire
+            self._end_attempt(conn, failure, now)
+            return
+        body = conn.body
+        assert body is not None  # made when the head arrived
+        conn.body = None
+        self._release(conn, now)  # the next request goes out before this payload is parsed
+        try:
+            metrics = read_node_metrics(body.finish())
+        except ScrapeFailure as failure:
+            failure.bytes_read = wire
+            self._failed(job, failure, now)
+            return
+        except PayloadError as exc:
+            self._failed(job, ScrapeFailure("bad_payload", str(exc), bytes_read=wire), now)
+            return
+        except Exception as exc:  # a parser bug must not take the run down
+            self._give_up(job, ScrapeFailure("other", f"unexpected {type(exc).__name__}", bytes_read=wire))
+            return
+        if not metrics.gauges and not metrics.counters:
+            content_type = head.header("content-type") or "none"
+            message = f"no awscni metrics in the payload (Content-Type {content_type})"
+            self._failed(job, ScrapeFailure("bad_payload", message, bytes_read=wire), now)
+            return
+        self.results[job.pod.key] = ScrapeResult(
+            job.pod.key, job.pod.name, metrics, bytes_read=job.wire_bytes + wire, attempts=job.attempts
+        )
 
-def _interrupted_sleep(seconds: float, stop: threading.Event | None) -> bool:
-    """Sleep, unless ``stop`` is set meanwhile (returns True then)."""
-    if stop is None:
-        time.sleep(seconds)
-        return False
-    return stop.wait(seconds)
+    def _release(self, conn: _Conn, now: float) -> None:
+        """The attempt on ``conn`` is over: keep the connection for the next job, or close it."""
+        conn.job = None
+        if not conn.reader.reusable:
+            self.s._close(conn)
+            return
+        conn.state = _IDLE
+        conn.reused = True
+        if self.ready:
+            self._start(conn, self.ready.popleft(), now)
+        else:
+            self.s._idle.append(conn)
+
+    def _connection_error(self, conn: _Conn, exc: BaseException, now: float) -> None:
+        """A connection-level error: a stale kept-alive connection is replaced once, else it is a failure."""
+        job = conn.job
+        assert job is not None
+        stale = conn.reused and conn.reader.received == 0 and isinstance(exc, _STALE)
+        if stale and not (job.reconnected or job.retried):  # closed by the server while idle: reconnect, as
+            # the one retry (a pod gets at most two requests for connection errors)
+            job.reconnected = True
+            conn.job = None
+            self.s._close(conn)
+            self._connect(job, now)
+            return
+        text, read = _exception_text(exc), conn.reader.received
+        failure = ScrapeFailure("unreachable", text, retryable=not job.reconnected, bytes_read=read)
+        self._end_attempt(conn, failure, now)
+
+    def _end_attempt(self, conn: _Conn, failure: ScrapeFailure, now: float) -> None:
+        job = conn.job
+        assert job is not None
+        if conn.reader.done and conn.reader.head is not None:
+            self._release(conn, now)
+        else:
+            conn.job = None
+            self.s._close(conn)
+        self._failed(job, failure, now)
+
+    def _expire(self, now: float) -> None:
+        for conn in list(self.s._conns.values()):
+            if conn.job is None or conn.due > now:
+                continue
+            if conn.state in (_CONNECTING, _HANDSHAKE):
+                message = "TimeoutError: connecting timed out"
+            elif conn.reader.head is None:
+                message = "TimeoutError: timed out waiting for the response"
+            else:
+                message = "body not complete within the timeouts or the deadline"
+            self._end_attempt(conn, ScrapeFailure("timeout", message, bytes_read=conn.reader.received), now)
+
+    def _failed(self, job: _Job, failure: ScrapeFailure, now: float) -> None:
+        """After a failed attempt: one token refresh (401), one retry when allowed, else the result."""
+        s = self.s
+        job.wire_bytes += failure.bytes_read
+        if failure.status == 401 and not job.refreshed:
+            job.refreshed = True
+            try:
+                s._token = s._tokens.refresh(job.token)
+            except Exception as exc:
+                failure = ScrapeFailure("unauthorized", f"token refresh failed: {exc}")
+            else:
+                self.ready.appendleft(job)
+                return
+        delay = retry_delay(failure, s._rng)
+        if should_retry(failure, delay, now=now, deadline=self.deadline, retried=job.retried):
+            job.retried = True
+            self._sequence += 1
+            heapq.heappush(self.waiting, (now + delay, self._sequence, job))
+            return
+        self._give_up(job, failure)
+
+    def _unexpected(self, conn: _Conn, exc: Exception) -> None:
+        """An exception nobody expected while serving ``conn``: its pod fails, the run goes on."""
+        job = conn.job
+        conn.job = None
+        self.s._close(conn)
+        if job is not None:
+            self._give_up(job, ScrapeFailure("other", f"unexpected {type(exc).__name__}"))
+
+    def _give_up(self, job: _Job, failure: ScrapeFailure) -> None:
+        self.results[job.pod.key] = ScrapeResult(
+            job.pod.key, job.pod.name, None, failure.reason, failure.message, bytes_read=job.wire_bytes,
+            attempts=job.attempts,
+        )
 
 
 def _exception_text(exc: BaseException) -> str:
