@@ -1,8 +1,9 @@
-"""The scraper's per-worker keep-alive connection against a real loopback TLS server.
+"""The scraper's keep-alive connections against a real loopback TLS server.
 
-Reuse while the server keeps the connection; a connection the server closed while idle, or closed when
-the next request arrived, is replaced once without counting as the retry; on a new connection the same
-failure is a connection error (one retry, then ``unreachable``).
+Reuse while the server keeps the connection; a connection the server closed while idle is replaced; one
+closed when the next request arrived is replaced once, as the pod's one retry; on a new connection the
+same failure is a connection error (one retry, then ``unreachable``). Never more connections open at
+once than the concurrency; a server that never answers is a timeout.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ PAYLOAD = b"# TYPE awscni_ip_max gauge\nawscni_ip_max 15\n# TYPE awscni_add_ip_r
     b"awscni_add_ip_req_count 3\n"
 TOKEN = "k8s-aws-v1.secret-token-value"
 # what the server does with request number n (from 0) on connection number c (from 0)
-Behaviour = Callable[[int, int], str]  # "ok", "ok_then_close" (close when idle), "drop" (no response)
+Behaviour = Callable[[int, int], str]
+# "ok", "ok_then_close" (close when idle), "drop" (close, no response), "slow" (answer after 20 ms),
+# "silent" (keep the connection, never answer)
 
 
 @dataclass
@@ -37,6 +40,9 @@ class KeepAliveServer:
     connections: int = 0
     requests: list[tuple[int, int, str]] = field(default_factory=list)
     listener: socket.socket = field(default_factory=socket.socket)
+    open_now: int = 0
+    most_open: int = 0  # the most connections open at once
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def url(self) -> str:
@@ -53,6 +59,16 @@ class KeepAliveServer:
             threading.Thread(target=self._connection, args=(raw, index), daemon=True).start()
 
     def _connection(self, raw: socket.socket, index: int) -> None:
+        with self.lock:
+            self.open_now += 1
+            self.most_open = max(self.most_open, self.open_now)
+        try:
+            self._serve_connection(raw, index)
+        finally:
+            with self.lock:
+                self.open_now -= 1
+
+    def _serve_connection(self, raw: socket.socket, index: int) -> None:
         try:
             with self.tls_context.wrap_socket(raw, server_side=True) as sock:
                 reader = sock.makefile("rb")
@@ -69,6 +85,11 @@ class KeepAliveServer:
                     number += 1
                     if action == "drop":
                         return
+                    if action == "silent":
+                        reader.read()  # until the client closes the connection
+                        return
+                    if action == "slow":
+                        time.sleep(0.02)
                     sock.sendall(
                         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
                         b"Content-Length: " + str(len(PAYLOAD)).encode() + b"\r\n\r\n" + PAYLOAD
@@ -200,3 +221,47 @@ def test_a_reconnect_after_a_stale_connection_counts_as_the_one_retry(
     assert (reason, attempts) == ("unreachable", 1)
     assert [action for _, _, action in server.requests] == ["ok", "drop", "drop"]
     assert server.connections == 2
+
+
+def test_never_more_connections_than_the_concurrency_and_each_is_reused(
+    serve: Callable[[Behaviour], KeepAliveServer],
+) -> None:
+    # given a server that answers every request after 20 ms, and a scraper with concurrency 4
+    server = serve(lambda c, n: "slow")
+    context = ssl.create_default_context(cadata=server.ca_pem)
+    scraper = Scraper(server.url, context, Tokens(), ScrapeSettings(concurrency=4))
+    pods = [PodRef(f"uid-{i}", f"aws-node-{i}") for i in range(30)]
+    # when 30 pods are scraped
+    try:
+        results = scraper.scrape_all(pods, time.monotonic() + 20)
+    finally:
+        scraper.close()
+    # then every pod is read once, in order, over at most 4 connections, none open beside 4 others
+    assert [(r.key, r.reason, r.attempts) for r in results] == [(p.key, None, 1) for p in pods]
+    assert all(r.metrics is not None and r.metrics.gauges["awscni_ip_max"] == 15 for r in results)
+    assert len(server.requests) == 30
+    assert server.connections <= 4
+    assert server.most_open <= 4
+
+
+def test_a_server_that_never_answers_is_a_timeout_and_the_run_goes_on(
+    serve: Callable[[Behaviour], KeepAliveServer],
+) -> None:
+    # given a server that never answers the first connection's request, and answers on the others
+    server = serve(lambda c, n: "silent" if c == 0 else "ok")
+    context = ssl.create_default_context(cadata=server.ca_pem)
+    settings = ScrapeSettings(concurrency=2, connect_timeout=1, read_timeout=0.5)
+    scraper = Scraper(server.url, context, Tokens(), settings)
+    pods = [PodRef(f"uid-{i}", f"aws-node-{i}") for i in range(5)]
+    # when five pods are scraped
+    try:
+        results = scraper.scrape_all(pods, time.monotonic() + 20)
+    finally:
+        scraper.close()
+    # then the pod on the silent connection times out waiting for its response, and the others succeed
+    reasons = [r.reason for r in results]
+    assert reasons.count("timeout") == 1
+    assert reasons.count(None) == 4
+    timed_out = next(r for r in results if r.reason == "timeout")
+    assert timed_out.message == "TimeoutError: timed out waiting for the response"
+    assert len(server.requests) == 5

@@ -7,6 +7,9 @@ attempt has a connect timeout (TCP and TLS), a read timeout per wait and a cap o
 the run has one overall deadline: when it passes, ``scrape_all`` returns at once and counts unfinished
 pods as timed out. Bodies are decompressed as a stream with a cap on the decompressed size (gzip bombs
 stop at the cap), parsed as they complete and dropped.
+
+Hand-written over urllib3 and a thread pool: one selector thread needs about a third less CPU per scrape
+than 64 threads on persistent connections, whose GIL handoffs dominated (``make bench``, scrape).
 """
 
 from __future__ import annotations
