@@ -42,6 +42,7 @@ class KeepAliveServer:
     listener: socket.socket = field(default_factory=socket.socket)
     open_now: int = 0
     most_open: int = 0  # the most connections open at once
+    refused_token: str = ""  # requests bearing it get a 401, on a connection kept alive
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -80,7 +81,8 @@ class KeepAliveServer:
                         if not line:
                             return
                         head += line
-                    action = self.behaviour(index, number)
+                    refused = bool(self.refused_token) and f"Bearer {self.refused_token}\r\n".encode() in head
+                    action = "unauthorized" if refused else self.behaviour(index, number)
                     self.requests.append((index, number, action))
                     number += 1
                     if action == "drop":
@@ -90,6 +92,13 @@ class KeepAliveServer:
                         return
                     if action == "slow":
                         time.sleep(0.02)
+                    if action == "unauthorized":
+                        status = b'{"kind":"Status","message":"Unauthorized","code":401}'
+                        sock.sendall(
+                            b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: " + str(len(status)).encode() + b"\r\n\r\n" + status
+                        )
+                        continue
                     sock.sendall(
                         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
                         b"Content-Length: " + str(len(PAYLOAD)).encode() + b"\r\n\r\n" + PAYLOAD
@@ -265,3 +274,45 @@ def test_a_server_that_never_answers_is_a_timeout_and_the_run_goes_on(
     timed_out = next(r for r in results if r.reason == "timeout")
     assert timed_out.message == "TimeoutError: timed out waiting for the response"
     assert len(server.requests) == 5
+
+
+class RotatingTokens:
+    """An expired token first; each refresh of it gives the one new token (as the provider caches it)."""
+
+    def __init__(self) -> None:
+        self.current = "k8s-aws-v1.expired"
+        self.refresh_calls = 0
+
+    def token(self) -> str:
+        return self.current
+
+    def refresh(self, stale: str) -> str:
+        self.refresh_calls += 1
+        if stale == self.current:
+            self.current = TOKEN
+        return self.current
+
+
+def test_a_token_refused_mid_run_is_replaced_and_no_pod_sends_it_twice(
+    serve: Callable[[Behaviour], KeepAliveServer],
+) -> None:
+    # given a server that refuses the expired token on kept-alive connections, and concurrency 4
+    server = serve(lambda c, n: "slow")
+    tokens = RotatingTokens()
+    server.refused_token = tokens.current
+    context = ssl.create_default_context(cadata=server.ca_pem)
+    scraper = Scraper(server.url, context, tokens, ScrapeSettings(concurrency=4))
+    pods = [PodRef(f"uid-{i}", f"aws-node-{i}") for i in range(12)]
+    # when 12 pods are scraped
+    try:
+        results = scraper.scrape_all(pods, time.monotonic() + 20)
+    finally:
+        scraper.close()
+    # then every pod succeeds; only the requests already in flight bore the expired token, once each
+    assert [r.reason for r in results] == [None] * 12
+    refused = [action for _, _, action in server.requests].count("unauthorized")
+    assert 1 <= refused <= 4
+    assert tokens.refresh_calls == refused
+    assert sorted(r.attempts for r in results) == [1] * (12 - refused) + [2] * refused
+    assert len(server.requests) == 12 + refused
+    assert server.connections <= 4

@@ -733,14 +733,12 @@ class _Run:
         self._end_attempt(conn, failure, now)
 
     def _end_attempt(self, conn: _Conn, failure: ScrapeFailure, now: float) -> None:
+        """A failed attempt: the pod's next step first (after a 401 the token is new), then the connection."""
         job = conn.job
         assert job is not None
-        if conn.reader.done and conn.reader.head is not None:
-            self._release(conn, now)
-        else:
-            conn.job = None
-            self.s._close(conn)
+        conn.job = None
         self._failed(job, failure, now)
+        self._release(conn, now)
 
     def _expire(self, now: float) -> None:
         for conn in list(self.s._conns.values()):
