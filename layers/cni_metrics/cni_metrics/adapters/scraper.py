@@ -8,8 +8,9 @@ the run has one overall deadline: when it passes, ``scrape_all`` returns at once
 pods as timed out. Bodies are decompressed as a stream with a cap on the decompressed size (gzip bombs
 stop at the cap), parsed as they complete and dropped.
 
-Hand-written over urllib3 and a thread pool: one selector thread needs about a third less CPU per scrape
-than 64 threads on persistent connections, whose GIL handoffs dominated (``make bench``, scrape).
+Hand-written over urllib3 and a thread pool: one selector thread needs about a quarter less collector CPU
+than 64 threads on the same persistent connections, which spent it waking one another and trading the
+GIL (``make bench``, scrape: 2.7-2.9 s against 3.6-3.9 s for 5,000 nodes).
 """
 
 from __future__ import annotations
