@@ -316,3 +316,41 @@ def test_a_token_refused_mid_run_is_replaced_and_no_pod_sends_it_twice(
     assert sorted(r.attempts for r in results) == [1] * (12 - refused) + [2] * refused
     assert len(server.requests) == 12 + refused
     assert server.connections <= 4
+
+
+def test_a_server_with_a_certificate_from_another_ca_fails_closed_without_a_retry(
+    serve: Callable[[Behaviour], KeepAliveServer],
+) -> None:
+    # given a server whose certificate the scraper's CA did not sign
+    server = serve(lambda c, n: "ok")
+    other_ca = make_cluster_tls("another-cluster").ca_pem
+    scraper = Scraper(server.url, ssl.create_default_context(cadata=other_ca), Tokens(), ScrapeSettings())
+    # when a pod is scraped
+    try:
+        result = scraper.scrape_one(PodRef("uid-a", "aws-node-a"), time.monotonic() + 10)
+    finally:
+        scraper.close()
+    # then the handshake fails verification, once, and no request was sent
+    assert (result.reason, result.attempts) == ("unreachable", 1)
+    assert result.message.startswith("TLS verification failed: ")
+    assert "CERTIFICATE_VERIFY_FAILED" in result.message
+    assert server.requests == []
+
+
+def test_a_port_nobody_listens_on_is_unreachable_after_the_one_retry() -> None:
+    # given a loopback port that was bound and released, so nothing listens on it
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tls = make_cluster_tls("nobody")
+    context = ssl.create_default_context(cadata=tls.ca_pem)
+    scraper = Scraper(f"https://127.0.0.1:{port}", context, Tokens(), ScrapeSettings(concurrency=2))
+    pods = [PodRef(f"uid-{i}", f"aws-node-{i}") for i in range(3)]
+    # when pods are scraped
+    try:
+        results = scraper.scrape_all(pods, time.monotonic() + 10)
+    finally:
+        scraper.close()
+    # then each is unreachable with the refusal named, after two connection attempts
+    assert [(r.reason, r.attempts) for r in results] == [("unreachable", 2)] * 3
+    assert all("Connection refused" in r.message for r in results)
