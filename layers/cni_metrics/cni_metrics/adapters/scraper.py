@@ -604,13 +604,16 @@ class _Run:
             while data and sock.pending():  # the rest of a TLS record already decrypted
                 data += sock.recv(RECV_BYTES)
         except ssl.SSLWantReadError:
+            self.s._watch(conn, selectors.EVENT_READ)
             return
-        except ssl.SSLWantWriteError:
+        except ssl.SSLWantWriteError:  # TLS needs to write first: wait until it can
             self.s._watch(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
             return
         except OSError as exc:
             self._connection_error(conn, exc, now)
             return
+        if conn.mask != selectors.EVENT_READ:  # not writable any more: a writable socket would spin the loop
+            self.s._watch(conn, selectors.EVENT_READ)
         try:
             if data:
                 pieces = reader.feed(data)
