@@ -27,7 +27,7 @@ TOKEN = "k8s-aws-v1.secret-token-value"
 # what the server does with request number n (from 0) on connection number c (from 0)
 Behaviour = Callable[[int, int], str]
 # "ok", "ok_then_close" (close when idle), "drop" (close, no response), "slow" (answer after 20 ms),
-# "silent" (keep the connection, never answer)
+# "silent" (keep the connection, never answer), "unavailable" (503, connection kept)
 
 
 @dataclass
@@ -92,10 +92,11 @@ class KeepAliveServer:
                         return
                     if action == "slow":
                         time.sleep(0.02)
-                    if action == "unauthorized":
-                        status = b'{"kind":"Status","message":"Unauthorized","code":401}'
+                    if action in ("unauthorized", "unavailable"):
+                        code = b"401 Unauthorized" if action == "unauthorized" else b"503 Service Unavailable"
+                        status = b'{"kind":"Status","message":"%s"}' % code
                         sock.sendall(
-                            b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"
+                            b"HTTP/1.1 " + code + b"\r\nContent-Type: application/json\r\n"
                             b"Content-Length: " + str(len(status)).encode() + b"\r\n\r\n" + status
                         )
                         continue
@@ -212,6 +213,25 @@ def test_a_new_connection_closed_without_response_is_a_connection_error_retried_
     assert "closed the connection without a response" in message
     assert server.connections == 2
     assert len(server.requests) == 2
+
+
+def test_a_retry_that_finds_its_kept_connection_closed_is_sent_again_on_a_new_one(
+    serve: Callable[[Behaviour], KeepAliveServer],
+) -> None:
+    # given a server that answers, then answers 503 on the same connection, then drops it at the retry
+    script = {(0, 0): "ok", (0, 1): "unavailable", (0, 2): "drop"}
+    server = serve(lambda c, n: script.get((c, n), "ok"))
+    scraper = _scraper(server)
+    try:
+        first = _scrape(scraper, "aws-node-a")
+        second = _scrape(scraper, "aws-node-b")
+    finally:
+        scraper.close()
+    # then the retry after the 503 is not lost to the stale connection: it reaches the server on a new one
+    assert first == (None, "", 1)
+    assert second == (None, "", 2)
+    assert [action for _, _, action in server.requests] == ["ok", "unavailable", "drop", "ok"]
+    assert server.connections == 2
 
 
 def test_a_reconnect_after_a_stale_connection_counts_as_the_one_retry(

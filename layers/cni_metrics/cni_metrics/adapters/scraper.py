@@ -250,7 +250,7 @@ def metrics_path(pod: str) -> str:
 class _Job:
     """One pod's progress over its attempts."""
 
-    __slots__ = ("attempts", "pod", "reconnected", "refreshed", "retried", "token", "wire_bytes")
+    __slots__ = ("attempts", "connection_errors", "pod", "refreshed", "retried", "token", "wire_bytes")
 
     def __init__(self, pod: PodRef) -> None:
         self.pod = pod
@@ -258,7 +258,7 @@ class _Job:
         self.attempts = 0
         self.refreshed = False  # had its one token refresh (401)
         self.retried = False  # had its one retry (429, 503, connection error)
-        self.reconnected = False  # a stale keep-alive connection was replaced: that was the retry
+        self.connection_errors = 0  # requests lost to connection errors: at most two per pod
         self.wire_bytes = 0  # bytes read by failed attempts
 
 
@@ -492,7 +492,8 @@ class _Run:
         try:
             conn = self.s._open(now)
         except OSError as exc:
-            failure = ScrapeFailure("unreachable", _exception_text(exc), retryable=not job.reconnected)
+            job.connection_errors += 1
+            failure = ScrapeFailure("unreachable", _exception_text(exc), retryable=job.connection_errors < 2)
             self._failed(job, failure, now)
             return
         conn.job = job
@@ -721,19 +722,20 @@ class _Run:
             self.s._idle.append(conn)
 
     def _connection_error(self, conn: _Conn, exc: BaseException, now: float) -> None:
-        """A connection-level error: a stale kept-alive connection is replaced once, else it is a failure."""
+        """A connection-level error. The pod's first one is retried, at once on a new connection when a kept-
+        alive connection turned out closed by the server; its second is its result (two requests at most)."""
         job = conn.job
         assert job is not None
+        job.connection_errors += 1
         stale = conn.reused and conn.reader.received == 0 and isinstance(exc, _STALE)
-        if stale and not (job.reconnected or job.retried):  # closed by the server while idle: reconnect, as
-            # the one retry (a pod gets at most two requests for connection errors)
-            job.reconnected = True
+        if stale and job.connection_errors == 1:
             conn.job = None
             self.s._close(conn)
             self._connect(job, now)
             return
         text, read = _exception_text(exc), conn.reader.received
-        failure = ScrapeFailure("unreachable", text, retryable=not job.reconnected, bytes_read=read)
+        retryable = job.connection_errors < 2
+        failure = ScrapeFailure("unreachable", text, retryable=retryable, bytes_read=read)
         self._end_attempt(conn, failure, now)
 
     def _end_attempt(self, conn: _Conn, failure: ScrapeFailure, now: float) -> None:
