@@ -102,7 +102,9 @@ def stand_in(aws: str, fake_eks_factory: Callable[..., Any], monkeypatch: pytest
         "STATE_BUCKET": STATE_BUCKET,
         "PUBLISH_MODE": "putmetricdata",
         "PUBLISH_MAX_ATTEMPTS": "2",
-        "CONNECT_TIMEOUT_SECONDS": "1",
+        # the default: the stand-in shares this process (and its GIL) with moto and the handler, and its
+        # TLS handshakes have been seen to stall past 1 s here
+        "CONNECT_TIMEOUT_SECONDS": "3",
         "READ_TIMEOUT_SECONDS": "5",
         "PUBLISH_MARGIN_SECONDS": "5",
         "POWERTOOLS_LOG_LEVEL": "WARNING",

@@ -3,10 +3,11 @@
 ``GET /api/v1/namespaces/kube-system/pods/<pod>:61678/proxy/metrics`` over keep-alive HTTPS (TLS
 verified with the cluster CA, host name checked), from one thread: up to ``concurrency`` non-blocking
 connections driven by one selector, each carrying one request at a time and kept for the next. Every
-attempt has a connect timeout (TCP and TLS), a read timeout per wait and a cap on its whole duration;
-the run has one overall deadline: when it passes, ``scrape_all`` returns at once and counts unfinished
-pods as timed out. Bodies are decompressed as a stream with a cap on the decompressed size (gzip bombs
-stop at the cap), parsed as they complete and dropped.
+attempt has a connect timeout (for the TCP connect, and again for the TLS handshake), a read timeout
+per wait and a cap on its whole duration; the run has one overall deadline: when it passes,
+``scrape_all`` returns at once and counts unfinished pods as timed out. Bodies are decompressed as a
+stream with a cap on the decompressed size (gzip bombs stop at the cap), parsed as they complete and
+dropped.
 
 Hand-written over urllib3 and a thread pool: one selector thread needs about a quarter less collector CPU
 than 64 threads on the same persistent connections, which spent it waking one another and trading the
@@ -577,13 +578,17 @@ class _Run:
             self._handshake(conn, now)
 
     def _handshake(self, conn: _Conn, now: float) -> None:
+        """One step of the TLS handshake; each wait for the server gets the connect timeout (as a blocking
+        socket with that timeout would give it)."""
         assert conn.tls is not None
         try:
             conn.tls.do_handshake()
         except ssl.SSLWantReadError:
+            conn.due = min(conn.attempt_due, now + self.s._settings.connect_timeout)
             self.s._watch(conn, selectors.EVENT_READ)
             return
         except ssl.SSLWantWriteError:
+            conn.due = min(conn.attempt_due, now + self.s._settings.connect_timeout)
             self.s._watch(conn, selectors.EVENT_WRITE)
             return
         except ssl.SSLError as exc:
@@ -747,11 +752,18 @@ class _Run:
         self._release(conn, now)
 
     def _expire(self, now: float) -> None:
+        """Fail attempts past their timeouts. What arrived meanwhile is read first: a pause of this process
+        (a garbage collection, a throttled vCPU) must not count against the server."""
+        if not any(conn.job is not None and conn.due <= now for conn in self.s._conns.values()):
+            return
+        self._events(0.0)
         for conn in list(self.s._conns.values()):
             if conn.job is None or conn.due > now:
                 continue
-            if conn.state in (_CONNECTING, _HANDSHAKE):
-                message = "TimeoutError: connecting timed out"
+            if conn.state == _CONNECTING:
+                message = "TimeoutError: TCP connect timed out"
+            elif conn.state == _HANDSHAKE:
+                message = "TimeoutError: TLS handshake timed out"
             elif conn.reader.head is None:
                 message = "TimeoutError: timed out waiting for the response"
             else:
