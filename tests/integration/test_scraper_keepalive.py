@@ -27,7 +27,8 @@ TOKEN = "k8s-aws-v1.secret-token-value"
 # what the server does with request number n (from 0) on connection number c (from 0)
 Behaviour = Callable[[int, int], str]
 # "ok", "ok_then_close" (close when idle), "drop" (close, no response), "slow" (answer after 20 ms),
-# "silent" (keep the connection, never answer), "unavailable" (503, connection kept)
+# "silent" (keep the connection, never answer), "unavailable" (503, connection kept), "held" (answer once
+# ``release`` is set, telling ``arrived`` first)
 
 
 @dataclass
@@ -43,6 +44,8 @@ class KeepAliveServer:
     open_now: int = 0
     most_open: int = 0  # the most connections open at once
     refused_token: str = ""  # requests bearing it get a 401, on a connection kept alive
+    arrived: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -92,6 +95,9 @@ class KeepAliveServer:
                         return
                     if action == "slow":
                         time.sleep(0.02)
+                    if action == "held":
+                        self.arrived.set()
+                        self.release.wait(10)
                     if action in ("unauthorized", "unavailable"):
                         code = b"401 Unauthorized" if action == "unauthorized" else b"503 Service Unavailable"
                         status = b'{"kind":"Status","message":"%s"}' % code
@@ -374,3 +380,33 @@ def test_a_port_nobody_listens_on_is_unreachable_after_the_one_retry() -> None:
     # then each is unreachable with the refusal named, after two connection attempts
     assert [(r.reason, r.attempts) for r in results] == [("unreachable", 2)] * 3
     assert all("Connection refused" in r.message for r in results)
+
+
+def test_a_pause_of_the_scraper_itself_is_not_counted_against_the_server(
+    serve: Callable[[Behaviour], KeepAliveServer],
+) -> None:
+    # given a server that answers as soon as it is let, and a scraper whose clock jumps 10 s ahead (a
+    # garbage collection, a throttled vCPU) just after letting it, the answer already in the socket
+    server = serve(lambda c, n: "held")
+    server.tls_context.maximum_version = ssl.TLSVersion.TLSv1_2  # no session ticket after the handshake
+    jump: list[float] = []
+
+    def clock() -> float:
+        if server.arrived.is_set() and not jump:
+            server.release.set()
+            time.sleep(0.2)  # the answer lands while the scraper is paused
+            jump.append(10.0)
+        return time.monotonic() + sum(jump)
+
+    context = ssl.create_default_context(cadata=server.ca_pem)
+    settings = ScrapeSettings(concurrency=1, connect_timeout=1, read_timeout=2)
+    scraper = Scraper(server.url, context, Tokens(), settings, clock=clock)
+    # when a pod is scraped
+    try:
+        result = scraper.scrape_one(PodRef("uid-a", "aws-node-a"), time.monotonic() + 60)
+    finally:
+        scraper.close()
+    # then the answer that arrived during the pause is read: no timeout, one request
+    assert jump == [10.0]
+    assert (result.reason, result.attempts) == (None, 1)
+    assert len(server.requests) == 1
