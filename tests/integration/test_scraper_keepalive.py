@@ -155,15 +155,20 @@ def _scrape(scraper: Scraper, name: str) -> tuple[str | None, str, int]:
     return result.reason, result.message, result.attempts
 
 
+def _scrape_in_turn(server: KeepAliveServer, *names: str) -> list[tuple[str | None, str, int]]:
+    """Scrape the pods one after another with one scraper (concurrency 1), then close it."""
+    scraper = _scraper(server)
+    try:
+        return [_scrape(scraper, name) for name in names]
+    finally:
+        scraper.close()
+
+
 def test_one_connection_serves_every_request_while_the_server_keeps_it(
     serve: Callable[[Behaviour], KeepAliveServer],
 ) -> None:
     server = serve(lambda c, n: "ok")
-    scraper = _scraper(server)
-    try:
-        outcomes = [_scrape(scraper, f"aws-node-{i}") for i in range(3)]
-    finally:
-        scraper.close()
+    outcomes = _scrape_in_turn(server, *(f"aws-node-{i}" for i in range(3)))
     assert outcomes == [(None, "", 1)] * 3
     assert server.connections == 1
     assert len(server.requests) == 3
@@ -192,12 +197,7 @@ def test_a_stale_connection_dropped_at_the_next_request_is_reconnected_once_not_
 ) -> None:
     # given a server that drops the first connection when its second request arrives (keep-alive race)
     server = serve(lambda c, n: "drop" if (c, n) == (0, 1) else "ok")
-    scraper = _scraper(server)
-    try:
-        first = _scrape(scraper, "aws-node-a")
-        second = _scrape(scraper, "aws-node-b")
-    finally:
-        scraper.close()
+    first, second = _scrape_in_turn(server, "aws-node-a", "aws-node-b")
     # then the second pod is scraped on a new connection, still its first attempt
     assert (first, second) == ((None, "", 1), (None, "", 1))
     assert server.connections == 2
@@ -209,11 +209,7 @@ def test_a_new_connection_closed_without_response_is_a_connection_error_retried_
 ) -> None:
     # given a server that drops every request
     server = serve(lambda c, n: "drop")
-    scraper = _scraper(server)
-    try:
-        reason, message, attempts = _scrape(scraper, "aws-node-a")
-    finally:
-        scraper.close()
+    [(reason, message, attempts)] = _scrape_in_turn(server, "aws-node-a")
     # then it is unreachable after the one retry, with no extra reconnect (each try on a new connection)
     assert (reason, attempts) == ("unreachable", 2)
     assert "closed the connection without a response" in message
@@ -227,12 +223,7 @@ def test_a_retry_that_finds_its_kept_connection_closed_is_sent_again_on_a_new_on
     # given a server that answers, then answers 503 on the same connection, then drops it at the retry
     script = {(0, 0): "ok", (0, 1): "unavailable", (0, 2): "drop"}
     server = serve(lambda c, n: script.get((c, n), "ok"))
-    scraper = _scraper(server)
-    try:
-        first = _scrape(scraper, "aws-node-a")
-        second = _scrape(scraper, "aws-node-b")
-    finally:
-        scraper.close()
+    first, second = _scrape_in_turn(server, "aws-node-a", "aws-node-b")
     # then the retry after the 503 is not lost to the stale connection: it reaches the server on a new one
     assert first == (None, "", 1)
     assert second == (None, "", 2)
@@ -245,12 +236,7 @@ def test_a_reconnect_after_a_stale_connection_counts_as_the_one_retry(
 ) -> None:
     # given a server that answers the first request, then drops every request
     server = serve(lambda c, n: "ok" if (c, n) == (0, 0) else "drop")
-    scraper = _scraper(server)
-    try:
-        first = _scrape(scraper, "aws-node-a")
-        reason, _, attempts = _scrape(scraper, "aws-node-b")
-    finally:
-        scraper.close()
+    first, (reason, _, attempts) = _scrape_in_turn(server, "aws-node-a", "aws-node-b")
     # then the second pod gets two requests in all (stale reuse, then one new connection), not three
     assert first == (None, "", 1)
     assert (reason, attempts) == ("unreachable", 1)
