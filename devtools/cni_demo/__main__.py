@@ -269,7 +269,7 @@ def render_demo_dashboard(run: DemoRun) -> Path:
     """The dashboard function's page for the demo clusters, drawn from moto's CloudWatch (1 s periods:
     the cycles are seconds apart)."""
     from cni_metrics.dashboard.body import DashboardOptions
-    from cni_metrics.dashboard.render import render_dashboard
+    from dashboard_preview.render import render_dashboard
 
     options = DashboardOptions(region=run.cloudwatch.meta.region_name,
                                namespace=os.environ.get("METRICS_NAMESPACE", "Kubernetes"))

@@ -1,4 +1,4 @@
-"""Collector Lambda: event + environment -> ``cni_metrics.service.run_collection`` -> summary.
+"""Collector Lambda: event + environment -> ``cni_metrics.collector.job.run_collection`` -> summary.
 
 Reads like a table of contents; the work is in the ``cni_metrics`` layer (``/opt/python`` in Lambda):
 
@@ -23,8 +23,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cni_metrics.config import ConfigError, load_settings
-from cni_metrics.service import Deps, build_deps, run_collection
+from cni_metrics.collector.settings import ConfigError, load_settings
+from cni_metrics.collector.job import Deps, build_deps, run_collection
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "cni-metrics")
 copy_config_to_registered_loggers(source_logger=logger, include={"cni_metrics"})

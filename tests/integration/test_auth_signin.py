@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import boto3
 import pytest
 from cni_metrics.adapters.eks_auth import ClusterTarget, TokenProvider, clear_caches, credentials_for
-from cni_metrics.collect import ClusterCollection, collect_cluster
+from cni_metrics.collector.cluster import ClusterCollection, collect_cluster
 from fake_eks.testing import RunningFakeEks, start_fake_eks
 
 pytestmark = pytest.mark.integration

@@ -23,9 +23,9 @@ import pytest
 from cni_metrics.adapters import eks_auth
 from cni_metrics.adapters.eks_auth import ClusterTarget
 from cni_metrics.capacity.core import TOP_K
-from cni_metrics.collect import ClusterCollection, collect_cluster
-from cni_metrics.config import ClusterSpec, load_settings
-from cni_metrics.service import CAPACITY_MESSAGE, Deps, build_deps, run_collection
+from cni_metrics.collector.cluster import ClusterCollection, collect_cluster
+from cni_metrics.collector.settings import ClusterSpec, load_settings
+from cni_metrics.collector.job import CAPACITY_MESSAGE, Deps, build_deps, run_collection
 from fake_eks.network import MotoNetwork
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def env(aws: str, monkeypatch: pytest.MonkeyPatch) -> Callable[[Any, list[str]],
 @pytest.fixture
 def capacity_logs(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[dict[str, Any]]]:
     """The collector's capacity log records of a cluster, oldest first."""
-    caplog.set_level(logging.INFO, logger="cni_metrics.service")
+    caplog.set_level(logging.INFO, logger="cni_metrics.collector.job")
 
     def records(cluster: str) -> list[dict[str, Any]]:
         return [
@@ -229,7 +229,7 @@ def test_missing_capacity_permissions_cost_only_their_numbers(
     fake_eks_factory: Callable[..., Any],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="cni_metrics.collect")
+    caplog.set_level(logging.WARNING, logger="cni_metrics.collector.cluster")
     # given a cluster whose RBAC allows the scrape but not listing nodes or ENIConfigs
     rules = [
         {"verbs": ["list"], "resources": ["pods"], "namespaces": ["kube-system"]},

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from cni_metrics.adapters.eks_auth import ClusterTarget, TokenProvider, resolve_endpoint
 from cni_metrics.adapters.kube import api_client, list_aws_node_pods
-from cni_metrics.collect import collect_cluster
+from cni_metrics.collector.cluster import collect_cluster
 from fake_eks.testing import RunningFakeEks
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from cni_metrics.adapters.eks_auth import ClusterTarget
-from cni_metrics.collect import ClusterCollection, collect_cluster
+from cni_metrics.collector.cluster import ClusterCollection, collect_cluster
 from cni_metrics.core.aggregate import aggregate
 from cni_metrics.core.catalogue import FAMILIES
 from fake_eks.testing import RunningFakeEks

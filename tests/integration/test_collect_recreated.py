@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from cni_metrics.adapters.eks_auth import ClusterTarget, clear_caches
-from cni_metrics.collect import collect_cluster
+from cni_metrics.collector.cluster import collect_cluster
 from fake_eks.testing import RunningFakeEks, start_fake_eks
 
 pytestmark = pytest.mark.integration

@@ -27,7 +27,7 @@ import boto3
 import pytest
 from cni_demo.truth import COUNTERS, TruthTracker
 from cni_metrics.adapters import eks_auth
-from cni_metrics.config import ConfigError
+from cni_metrics.collector.settings import ConfigError
 from cni_metrics.core import catalogue
 
 pytestmark = pytest.mark.integration

@@ -29,7 +29,7 @@ import pytest
 from cni_metrics.cli import main as cli_main
 from cni_metrics.dashboard import handler
 from cni_metrics.dashboard.body import DashboardOptions, build_dashboards
-from cni_metrics.dashboard.render import fetch_page_series, render_dashboard, top_by_max
+from dashboard_preview.render import fetch_page_series, render_dashboard, top_by_max
 from cni_metrics.dashboard.validate import check_body
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization

@@ -222,7 +222,7 @@ def test_collect_cli_report_shows_capacity() -> None:
     # given a collection with two nodes, their subnets and one capacity source that failed
     from cni_metrics.capacity.sources import CapacitySources
     from cni_metrics.cli.collect import _table, report
-    from cni_metrics.collect import ClusterCollection, CollectionHealth
+    from cni_metrics.collector.cluster import ClusterCollection, CollectionHealth
 
     sources = CapacitySources(
         subnets=[Subnet("subnet-1", "az-a", 30, "10.0.0.0/24")],

@@ -6,7 +6,7 @@ from typing import Any
 
 from cni_metrics.dashboard.body import CAPACITY_LOG_MESSAGE, DashboardOptions, build_dashboards
 from cni_metrics.dashboard.validate import check_body
-from cni_metrics.service import CAPACITY_MESSAGE
+from cni_metrics.collector.job import CAPACITY_MESSAGE
 
 
 def capacity_widgets(options: DashboardOptions) -> list[dict[str, Any]]:

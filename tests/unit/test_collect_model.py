@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from cni_metrics.adapters.kube import pod_from_json
 from cni_metrics.cli.collect import _table, report
-from cni_metrics.collect import ClusterCollection, CollectionHealth, NodeError
+from cni_metrics.collector.cluster import ClusterCollection, CollectionHealth, NodeError
 from cni_metrics.core.catalogue import unit_of
 from cni_metrics.core.model import NodeInput, NodeMetrics
 

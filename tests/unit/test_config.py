@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cni_metrics.config import ClusterSpec, ConfigError, load_settings
+from cni_metrics.collector.settings import ClusterSpec, ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = {"CLUSTER_NAMES": "alpha", "STATE_BUCKET": "state-bucket"}
@@ -39,7 +39,7 @@ def test_every_collector_variable_of_the_table_is_a_setting() -> None:
     dashboard_only = {"DASHBOARD_NAME", "ALARMS_ENABLED", "ALARM_TOPIC_ARN", "IP_UTILIZATION_ALARM_PCT"}
     read_by_powertools = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_TRACE_DISABLED"}
     # then the settings model reads each of the collector's variables
-    from cni_metrics.config import Settings
+    from cni_metrics.collector.settings import Settings
 
     aliases = {field.alias for field in Settings.model_fields.values()}
     assert documented - dashboard_only - read_by_powertools <= aliases
@@ -132,5 +132,5 @@ def test_settings_are_not_read_at_import_time() -> None:
     # given the handler module imported without any configuration, nothing failed: config is per call
     import importlib
 
-    module = importlib.import_module("cni_metrics.config")
+    module = importlib.import_module("cni_metrics.collector.settings")
     assert not hasattr(module, "settings")

@@ -7,7 +7,7 @@ with S3 conditional writes (``If-Match`` / ``If-None-Match: *``), ``InMemoryStat
 
 ``StateDocument`` is the stored body: the counter baselines (``ClusterState`` in the core's codec) and
 the *outbox*, the metric batches claimed for publishing but not yet confirmed published. Each outbox
-entry has an owner (the run publishing it) and a lease; see ``cni_metrics.service`` for the protocol.
+entry has an owner (the run publishing it) and a lease; see ``cni_metrics.collector.job`` for the protocol.
 """
 
 from __future__ import annotations

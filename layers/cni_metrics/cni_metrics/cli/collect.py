@@ -19,7 +19,7 @@ from cni_metrics.capacity.core import capacity
 from cni_metrics.core.aggregate import aggregate
 
 if TYPE_CHECKING:
-    from cni_metrics.collect import ClusterCollection
+    from cni_metrics.collector.cluster import ClusterCollection
 
 MAX_NODE_ERRORS_SHOWN = 20
 DEFAULT_THRESHOLD_PCT = 90.0  # EXHAUSTION_THRESHOLD_PCT's default
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     import boto3
 
     from cni_metrics.adapters.eks_auth import ClusterTarget
-    from cni_metrics.collect import collect_cluster
+    from cni_metrics.collector.cluster import collect_cluster
 
     if not args.dry_run:
         return _publish(args)
@@ -164,8 +164,8 @@ def _publish(args: argparse.Namespace) -> int:
     """One collector run (state, outbox, publishing) for the named clusters, configured like the Lambda."""
     import os
 
-    from cni_metrics.config import ConfigError, load_settings
-    from cni_metrics.service import build_deps, run_collection
+    from cni_metrics.collector.settings import ConfigError, load_settings
+    from cni_metrics.collector.job import build_deps, run_collection
 
     clusters = [{"name": name, "region": args.region, "role_arn": args.role_arn} for name in args.cluster]
     event = {"clusters": [{k: v for k, v in spec.items() if v} for spec in clusters]}

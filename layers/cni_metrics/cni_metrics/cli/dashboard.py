@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.dry_run:
         print(json.dumps(apply(settings, clusters, cloudwatch).summary()), file=sys.stderr)
     if args.render is not None:
-        from cni_metrics.dashboard.render import render_pages  # matplotlib only when drawing
+        from dashboard_preview.render import render_pages  # matplotlib only when drawing
 
         end = datetime.now(UTC) + timedelta(minutes=1)
         start = end - timedelta(hours=args.hours)

@@ -61,8 +61,8 @@ from cni_metrics.adapters.state_store import (
     encode_document,
 )
 from cni_metrics.capacity.core import Capacity, capacity
-from cni_metrics.collect import ClusterCollection, CollectionHealth, collect_cluster
-from cni_metrics.config import ClusterSpec, Settings
+from cni_metrics.collector.cluster import ClusterCollection, CollectionHealth, collect_cluster
+from cni_metrics.collector.settings import ClusterSpec, Settings
 from cni_metrics.core import catalogue
 from cni_metrics.core.aggregate import aggregate
 from cni_metrics.core.model import ClusterState, MetricValue, NodeInput, NodeMetrics, PodState
