@@ -23,8 +23,9 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from cni_metrics.collector.job import Deps, run_collection
 from cni_metrics.collector.settings import ConfigError, load_settings
-from cni_metrics.collector.job import Deps, build_deps, run_collection
+from cni_metrics.collector.wiring import build_deps
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "cni-metrics")
 copy_config_to_registered_loggers(source_logger=logger, include={"cni_metrics"})

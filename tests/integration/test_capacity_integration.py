@@ -24,8 +24,10 @@ from cni_metrics.adapters import eks_auth
 from cni_metrics.adapters.eks_auth import ClusterTarget
 from cni_metrics.capacity.core import TOP_K
 from cni_metrics.collector.cluster import ClusterCollection, collect_cluster
+from cni_metrics.collector.job import Deps, run_collection
 from cni_metrics.collector.settings import ClusterSpec, load_settings
-from cni_metrics.collector.job import CAPACITY_MESSAGE, Deps, build_deps, run_collection
+from cni_metrics.collector.wiring import build_deps
+from cni_metrics.core.catalogue import CAPACITY_LOG_MESSAGE
 from fake_eks.network import MotoNetwork
 
 if TYPE_CHECKING:
@@ -88,7 +90,7 @@ def capacity_logs(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[dict
         return [
             {"capacity": r.__dict__["capacity"], "nearest": r.__dict__["nearest"]}
             for r in caplog.records
-            if r.getMessage() == CAPACITY_MESSAGE and r.__dict__.get("cluster") == cluster
+            if r.getMessage() == CAPACITY_LOG_MESSAGE and r.__dict__.get("cluster") == cluster
         ]
 
     return records

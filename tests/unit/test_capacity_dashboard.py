@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cni_metrics.dashboard.body import CAPACITY_LOG_MESSAGE, DashboardOptions, build_dashboards
+from cni_metrics.core.catalogue import CAPACITY_LOG_MESSAGE
+from cni_metrics.dashboard.body import DashboardOptions, build_dashboards
 from cni_metrics.dashboard.validate import check_body
-from cni_metrics.collector.job import CAPACITY_MESSAGE
 
 
 def capacity_widgets(options: DashboardOptions) -> list[dict[str, Any]]:
@@ -33,9 +33,8 @@ def test_capacity_row_with_a_log_group() -> None:
     assert nearest["type"] == "log"
     query = nearest["properties"]["query"]
     assert query.startswith("SOURCE '/aws/lambda/s-collector' |")
-    assert f"message = '{CAPACITY_MESSAGE}'" in query
+    assert f"message = '{CAPACITY_LOG_MESSAGE}'" in query
     assert "cluster = 'prod'" in query
-    assert CAPACITY_LOG_MESSAGE == CAPACITY_MESSAGE
 
 
 def test_without_a_log_group_the_table_is_a_hint() -> None:

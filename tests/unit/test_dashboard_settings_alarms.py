@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from cni_metrics.dashboard.alarms import AlarmOptions, alarm_prefix, desired_alarms, differs
-from cni_metrics.dashboard.settings import SettingsError, load_settings
+from cni_metrics.dashboard.settings import load_dashboard_settings
+from cni_metrics.settings_fields import ConfigError
 
 ENV = {"AWS_REGION": "eu-west-1", "CLUSTER_NAMES": "b,a", "DASHBOARD_NAME": "cni"}
 
@@ -14,7 +15,7 @@ def test_properties_override_the_environment() -> None:
     properties = {"ServiceToken": "arn:x", "DashboardName": "other", "Clusters": "c, d",
                   "AlarmsEnabled": "true", "IpUtilizationAlarmPct": "70", "Namespace": "NS"}
     # when settings are loaded
-    settings = load_settings(ENV, properties)
+    settings = load_dashboard_settings(ENV, properties)
     # then the properties win
     assert (settings.name, settings.cluster_names, settings.namespace) == ("other", ("c", "d"), "NS")
     assert settings.alarms_enabled is True
@@ -24,7 +25,7 @@ def test_properties_override_the_environment() -> None:
 
 
 def test_defaults_and_clusters_json_names() -> None:
-    settings = load_settings({"AWS_REGION": "r", "CLUSTER_NAMES": "a",
+    settings = load_dashboard_settings({"AWS_REGION": "r", "CLUSTER_NAMES": "a",
                               "CLUSTERS_JSON": '[{"name": "z", "region": "x"}, {"name": "a"}]'})
     assert settings.name == "cni-metrics"
     assert settings.namespace == "Kubernetes"
@@ -48,12 +49,13 @@ def test_defaults_and_clusters_json_names() -> None:
     ],
 )
 def test_bad_settings_are_refused(env: dict[str, str], problem: str) -> None:
-    with pytest.raises(SettingsError, match=problem):
-        load_settings({**ENV, **env})
+    with pytest.raises(ConfigError, match=problem):
+        load_dashboard_settings({**ENV, **env})
 
 
 def test_discovery_tag_is_parsed() -> None:
-    assert load_settings({**ENV, "CLUSTER_DISCOVERY_TAG": "team = net"}).discovery_tag == ("team", "net")
+    settings = load_dashboard_settings({**ENV, "CLUSTER_DISCOVERY_TAG": "team = net"})
+    assert settings.discovery_tag == ("team", "net")
 
 
 def test_six_alarms_per_cluster_named_under_the_set_prefix() -> None:

@@ -23,9 +23,9 @@ from cni_metrics.adapters.state_store import (
     decode_document,
 )
 from cni_metrics.collector.cluster import ClusterCollection, CollectionHealth
+from cni_metrics.collector.job import ClusterOutcome, Deps, RunSummary, run_collection
 from cni_metrics.collector.settings import ClusterSpec, Settings, load_settings
 from cni_metrics.core.model import MetricValue, NodeInput, NodeMetrics
-from cni_metrics.collector.job import ClusterOutcome, Deps, RunSummary, run_collection
 
 COUNTER = "awscni_add_ip_req_count"
 T0 = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)

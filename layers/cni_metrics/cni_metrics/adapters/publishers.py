@@ -24,9 +24,9 @@ from typing import Any, Protocol
 from aws_lambda_powertools.metrics import EphemeralMetrics
 from botocore.exceptions import BotoCoreError, ClientError
 
+from cni_metrics.core.catalogue import DIMENSION
 from cni_metrics.core.model import MetricValue
 
-DIMENSION = "CLUSTER_ID"
 MAX_DATUMS_PER_CALL = 1000
 MAX_BYTES_PER_CALL = 1_000_000
 # Bytes of a PutMetricData request besides its datums (action, version, namespace, headers slack).

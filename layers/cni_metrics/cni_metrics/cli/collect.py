@@ -164,8 +164,9 @@ def _publish(args: argparse.Namespace) -> int:
     """One collector run (state, outbox, publishing) for the named clusters, configured like the Lambda."""
     import os
 
+    from cni_metrics.collector.job import run_collection
     from cni_metrics.collector.settings import ConfigError, load_settings
-    from cni_metrics.collector.job import build_deps, run_collection
+    from cni_metrics.collector.wiring import build_deps
 
     clusters = [{"name": name, "region": args.region, "role_arn": args.role_arn} for name in args.cluster]
     event = {"clusters": [{k: v for k, v in spec.items() if v} for spec in clusters]}

@@ -15,8 +15,9 @@ import boto3
 from cni_metrics.dashboard.body import build_dashboards
 from cni_metrics.dashboard.clusters import resolve_clusters
 from cni_metrics.dashboard.job import apply
-from cni_metrics.dashboard.settings import SettingsError, load_settings, parse_clusters
+from cni_metrics.dashboard.settings import load_dashboard_settings, parse_clusters
 from cni_metrics.dashboard.validate import validate_body
+from cni_metrics.settings_fields import ConfigError
 
 
 def register(subparsers: Any) -> None:
@@ -47,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"DASHBOARD_NAME": args.name, "METRICS_NAMESPACE": args.namespace}
     env.update({key: value for key, value in overrides.items() if value})
     try:
-        settings = load_settings(env)
+        settings = load_dashboard_settings(env)
         explicit = parse_clusters(args.cluster)
-    except SettingsError as error:
+    except ConfigError as error:
         print(f"cni-metrics dashboard: {error}", file=sys.stderr)
         return 2
     if explicit:

@@ -24,15 +24,20 @@ from pydantic import (
     model_validator,
 )
 
-# EKS cluster names: 1-100 characters, letters, digits, hyphens and underscores, starting alphanumeric.
-_CLUSTER_NAME = r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$"
-_ROLE_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$"
-_REGION = r"^[a-z]{2}(-[a-z]+)+-\d+$"
+from cni_metrics.settings_fields import (
+    CLUSTER_NAME_PATTERN,
+    REGION_PATTERN,
+    ROLE_ARN_PATTERN,
+    ClusterNames,
+    ConfigError,
+    Tag,
+    describe,
+    environment_values,
+)
+
 _BUCKET = r"^[a-z0-9][a-z0-9.-]+$"
 
-
-class ConfigError(ValueError):
-    """The configuration or the event is invalid; nothing was collected, published or changed."""
+__all__ = ["ClusterSpec", "ConfigError", "Settings", "load_settings", "parse_event"]
 
 
 class ClusterSpec(BaseModel):
@@ -40,17 +45,11 @@ class ClusterSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=_CLUSTER_NAME)
-    region: str | None = Field(default=None, pattern=_REGION)
-    role_arn: str | None = Field(default=None, pattern=_ROLE_ARN)
+    name: str = Field(pattern=CLUSTER_NAME_PATTERN)
+    region: str | None = Field(default=None, pattern=REGION_PATTERN)
+    role_arn: str | None = Field(default=None, pattern=ROLE_ARN_PATTERN)
     endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")
     ca_data: str | None = Field(default=None, min_length=1, repr=False)
-
-
-def _split_names(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
 
 
 def _parse_json(value: Any) -> Any:
@@ -64,26 +63,13 @@ def _parse_json(value: Any) -> Any:
     return value
 
 
-def _parse_tag(value: Any) -> Any:
-    if isinstance(value, str):
-        if not value.strip():
-            return None
-        key, sep, tag_value = value.partition("=")
-        if not sep or not key.strip():
-            raise ValueError("expected key=value")
-        return (key.strip(), tag_value.strip())
-    return value
-
-
 def _check_prefix(value: str) -> str:
     if value.startswith("/"):
         raise ValueError("must not start with '/'")
     return value if not value or value.endswith("/") else value + "/"
 
 
-ClusterNames = Annotated[list[Annotated[str, Field(pattern=_CLUSTER_NAME)]], BeforeValidator(_split_names)]
 ClusterSpecs = Annotated[list[ClusterSpec], BeforeValidator(_parse_json)]
-Tag = Annotated[tuple[str, str] | None, BeforeValidator(_parse_tag)]
 
 
 class Settings(BaseModel):
@@ -114,7 +100,7 @@ class Settings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", alias="POWERTOOLS_LOG_LEVEL"
     )
-    region: str | None = Field(default=None, pattern=_REGION, alias="AWS_REGION")
+    region: str | None = Field(default=None, pattern=REGION_PATTERN, alias="AWS_REGION")
     event_clusters: list[ClusterSpec] | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -184,37 +170,23 @@ def parse_event(event: Any) -> list[ClusterSpec] | None:
             return None
         return parse(event=event, model=DirectInvokeEvent).clusters
     except ValidationError as exc:
-        raise ConfigError("invalid event: " + _describe(exc)) from None
+        raise ConfigError("invalid event: " + describe(exc)) from None
     except Exception as exc:  # Powertools wraps validation errors of some models in its own type
         cause = exc.__cause__
         if isinstance(cause, ValidationError):
-            raise ConfigError("invalid event: " + _describe(cause)) from None
+            raise ConfigError("invalid event: " + describe(cause)) from None
         raise ConfigError(f"invalid event: {exc}") from None
 
 
 def load_settings(environ: Mapping[str, str], event: Any = None) -> Settings:
     """Validate the environment (and the event's cluster list) into ``Settings``, or raise ``ConfigError``."""
     clusters = parse_event(event)
-    fields = {field.alias for field in Settings.model_fields.values() if field.alias}
-    values: dict[str, Any] = {
-        name: value for name, value in environ.items() if name in fields and value != ""
-    }
-    if "AWS_REGION" not in values and environ.get("AWS_DEFAULT_REGION"):
-        values["AWS_REGION"] = environ["AWS_DEFAULT_REGION"]
+    values = environment_values(Settings, environ)
     if "POWERTOOLS_LOG_LEVEL" in values:
         values["POWERTOOLS_LOG_LEVEL"] = values["POWERTOOLS_LOG_LEVEL"].upper()
     values["event_clusters"] = clusters
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError("invalid configuration: " + _describe(exc)) from None
+        raise ConfigError("invalid configuration: " + describe(exc)) from None
 
-
-def _describe(exc: ValidationError) -> str:
-    """One line per problem: ``VARIABLE: message`` (input values of secrets-free fields only)."""
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False):
-        where = ".".join(str(part) for part in error["loc"]) or "configuration"
-        message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {message}")
-    return "; ".join(problems)

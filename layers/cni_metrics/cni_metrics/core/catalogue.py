@@ -26,6 +26,11 @@ API_LATENCY_SUM = API_LATENCY + "_sum"
 API_LATENCY_COUNT = API_LATENCY + "_count"
 BUILD_INFO = "awscni_build_info"
 
+DIMENSION = "CLUSTER_ID"
+"""The dimension every published datum carries (the upstream helper's)."""
+CAPACITY_LOG_MESSAGE = "nodes nearest IP exhaustion"
+"""The message of the collector's per-cluster capacity log record, which the dashboard queries."""
+
 
 @dataclass(frozen=True, slots=True)
 class Family:

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cni_metrics.dashboard.body import DIMENSION, EXHAUSTION_HOURS, MANAGED_BY
+from cni_metrics.core.catalogue import DIMENSION
+from cni_metrics.dashboard.body import EXHAUSTION_HOURS, MANAGED_BY
 
 ALARM_PERIOD = 300
 

@@ -19,15 +19,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from cni_metrics.core.catalogue import CAPACITY_LOG_MESSAGE, DIMENSION
+
 Json = dict[str, Any]
 
 GRID_WIDTH = 24
 MAX_WIDGETS = 500
-DIMENSION = "CLUSTER_ID"
 WIDGETS_PER_CLUSTER = 14
 MAX_CLUSTERS_PER_DASHBOARD = (MAX_WIDGETS - 1) // WIDGETS_PER_CLUSTER
 EXHAUSTION_HOURS = 24.0
-CAPACITY_LOG_MESSAGE = "nodes nearest IP exhaustion"  # cni_metrics.collector.job.CAPACITY_MESSAGE
 FLEET_CHUNK = 50  # clusters on one fleet graph (the ranking widget holds one more: its expression)
 TOP_N = 10
 TOP_EXPRESSION = f"SLICE(SORT(METRICS(), MAX, DESC), 0, {TOP_N})"

@@ -23,7 +23,8 @@ from crhelper import CfnResource
 
 from cni_metrics.dashboard.clusters import resolve_clusters
 from cni_metrics.dashboard.job import apply, remove
-from cni_metrics.dashboard.settings import DashboardSettings, SettingsError, load_settings, parse_clusters
+from cni_metrics.dashboard.settings import DashboardSettings, load_dashboard_settings, parse_clusters
+from cni_metrics.settings_fields import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def _helper() -> CfnResource:
     @helper.create
     @helper.update
     def put(event: dict[str, Any], context: Any) -> str:
-        settings = load_settings(properties=event.get("ResourceProperties"))
+        settings = load_dashboard_settings(properties=event.get("ResourceProperties"))
         # Set before working so that a failed Create still names the set; its rollback Delete cleans up.
         helper.PhysicalResourceId = settings.name
         outcome = apply(settings, _clusters_for(settings), _cloudwatch(settings), _out_of_time(context))
@@ -84,8 +85,8 @@ def _helper() -> CfnResource:
         # generated for a Create that failed early names no set, so nothing carries its marker or prefix.
         physical_id = str(event.get("PhysicalResourceId", ""))
         try:
-            settings = load_settings(properties={"DashboardName": physical_id})
-        except SettingsError as error:
+            settings = load_dashboard_settings(properties={"DashboardName": physical_id})
+        except ConfigError as error:
             logger.info("delete: %s: nothing to remove", error)
             return physical_id
         outcome = remove(settings, _cloudwatch(settings))
@@ -106,11 +107,11 @@ def handle(event: Any, context: Any) -> dict[str, Any] | None:
         _helper()(event, context)
         return None
     if not isinstance(event, dict):
-        raise SettingsError("event must be a JSON object")
-    settings = load_settings()
+        raise ConfigError("event must be a JSON object")
+    settings = load_dashboard_settings()
     if "clusters" in event:
         if not isinstance(event["clusters"], list):
-            raise SettingsError("clusters must be a list of cluster names")
+            raise ConfigError("clusters must be a list of cluster names")
         clusters = list(parse_clusters(event["clusters"]))
     else:
         clusters = _clusters_for(settings)
