@@ -23,17 +23,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-
 from cni_metrics.dashboard.body import (
     GRID_WIDTH,
     TOP_EXPRESSION,
     TOP_N,
     DashboardOptions,
     DashboardPage,
+    Search,
     build_dashboards,
 )
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 UNIT_WIDTH_IN = 0.8
 UNIT_HEIGHT_IN = 0.45
@@ -106,11 +106,12 @@ def fetch_page_series(page: DashboardPage, cloudwatch: Any, start: datetime, end
                       period: int | None = None) -> dict[int, list[Series]]:
     """GetMetricData for every plain metric of the page's metric widgets, by widget index.
 
-    ``period`` replaces the widgets' periods when given. A SEARCH expression of this package's bodies
-    (``cni_metrics.dashboard.body.search``) becomes one line per metric ListMetrics finds for it.
+    ``period`` replaces the widgets' periods when given. A SEARCH expression of the page
+    (``DashboardPage.searches``) becomes one line per metric ListMetrics finds for it.
     """
     queries: list[dict[str, Any]] = []
     meta: dict[str, tuple[int, str, str]] = {}
+    searches = {search.expression: search for search in page.searches}
     for w_index, widget in enumerate(page.body["widgets"]):
         if widget["type"] != "metric":
             continue
@@ -119,7 +120,9 @@ def fetch_page_series(page: DashboardPage, cloudwatch: Any, start: datetime, end
             options = line[-1] if isinstance(line[-1], dict) else {}
             values = line[:-1] if options else line
             if not values:
-                for s_index, (found, stat, label) in enumerate(_search(cloudwatch, options)):
+                found_search = searches.get(str(options.get("expression", "")))
+                listed = _search(cloudwatch, found_search) if found_search is not None else []
+                for s_index, (found, stat, label) in enumerate(listed):
                     query_id = f"w{w_index}m{m_index}s{s_index}"
                     queries.append({"Id": query_id, "ReturnData": True, "MetricStat": {
                         "Metric": found, "Period": period or int(props.get("period", 60)), "Stat": stat}})
@@ -162,29 +165,24 @@ def fetch_page_series(page: DashboardPage, cloudwatch: Any, start: datetime, end
     return series
 
 
-_SEARCH = re.compile(
-    r"^SEARCH\('\{([^}]*)\} MetricName=\"([^\"]+)\" ([A-Za-z_]+)=\"([^\"]+)\"', '(\w+)', \d+\)$"
-)
-
-
-def _search(cloudwatch: Any, options: dict[str, Any]) -> list[tuple[dict[str, Any], str, str]]:
-    """(metric, stat, label) for each metric matching a SEARCH expression; [] for other expressions."""
-    match = _SEARCH.match(str(options.get("expression", "")))
-    if match is None:
-        return []
-    schema, metric, key, value, stat = match.groups()
-    namespace, *dimensions = [part.strip('"') for part in schema.split(",")]
+def _search(cloudwatch: Any, search: Search) -> list[tuple[dict[str, Any], str, str]]:
+    """(metric, stat, label) for each metric matching ``search``."""
+    key = search.dimensions[0]
     found = []
     for page in cloudwatch.get_paginator("list_metrics").paginate(
-        Namespace=namespace, MetricName=metric, Dimensions=[{"Name": key, "Value": value}]
+        Namespace=search.namespace, MetricName=search.metric,
+        Dimensions=[{"Name": key, "Value": search.cluster}],
     ):
         for candidate in page.get("Metrics", []):
             names = sorted(d["Name"] for d in candidate.get("Dimensions", []))
-            if names == sorted(dimensions) and candidate not in found:  # moto repeats ListMetrics entries
+            # moto repeats ListMetrics entries
+            if names == sorted(search.dimensions) and candidate not in found:
                 found.append(candidate)
     found.sort(key=lambda c: sorted((d["Name"], d["Value"]) for d in c["Dimensions"]))
+    label = search.metric
     return [
-        (c, stat, " ".join(d["Value"] for d in c["Dimensions"] if d["Name"] != key) or metric) for c in found
+        (c, search.stat, " ".join(d["Value"] for d in c["Dimensions"] if d["Name"] != key) or label)
+        for c in found
     ]
 
 

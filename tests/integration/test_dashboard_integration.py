@@ -29,12 +29,13 @@ import pytest
 from cni_metrics.cli import main as cli_main
 from cni_metrics.dashboard import handler
 from cni_metrics.dashboard.body import DashboardOptions, build_dashboards
-from dashboard_preview.render import fetch_page_series, render_dashboard, top_by_max
 from cni_metrics.dashboard.validate import check_body
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from dashboard_preview.__main__ import main as preview_main
+from dashboard_preview.render import fetch_page_series, render_dashboard, top_by_max
 from moto.server import ThreadedMotoServer
 
 pytestmark = pytest.mark.integration
@@ -592,14 +593,13 @@ def test_a_short_period_shows_every_collection_of_a_fast_demo(aws: Any) -> None:
     assert list(fine.values) == values
 
 
-def test_cli_render_writes_one_png_per_page(aws: Any, tmp_path: Path,
+def test_preview_writes_one_png_per_page(aws: Any, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # given one cluster per dashboard, so two clusters make two pages
     monkeypatch.setenv("CLUSTERS_PER_DASHBOARD", "1")
-    # when the CLI renders them
-    args = ["dashboard", "--dry-run", "--render", str(tmp_path / "out.png"), "--hours", "1",
-            "--cluster", "a", "--cluster", "b"]
-    assert cli_main(args) == 0
+    # when the preview renders them
+    args = ["--render", str(tmp_path / "out.png"), "--hours", "1", "--cluster", "a", "--cluster", "b"]
+    assert preview_main(args) == 0
     # then there is one PNG per page
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out-2.png", "out.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in tmp_path.iterdir())

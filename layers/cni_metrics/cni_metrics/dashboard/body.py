@@ -55,12 +55,32 @@ class DashboardOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class Search:
+    """A SEARCH expression for one metric of one cluster over every value of the other ``dimensions``."""
+
+    namespace: str
+    dimensions: tuple[str, ...]
+    metric: str
+    cluster: str
+    stat: str
+    period: int
+
+    @property
+    def expression(self) -> str:
+        """The expression as the dashboard body carries it."""
+        schema = ",".join([_quote(self.namespace), *self.dimensions])
+        return (f"SEARCH('{{{schema}}} MetricName=\"{self.metric}\" {DIMENSION}=\"{self.cluster}\"', "
+                f"'{self.stat}', {self.period})")
+
+
+@dataclass(frozen=True, slots=True)
 class DashboardPage:
-    """One dashboard to put: its name, body and the clusters it shows."""
+    """One dashboard to put: its name, body, the clusters it shows and the SEARCH expressions it holds."""
 
     name: str
     body: Json
     clusters: tuple[str, ...]
+    searches: tuple[Search, ...] = ()
 
     def body_json(self) -> str:
         """The body as PutDashboard takes it (stable key order)."""
@@ -94,7 +114,8 @@ def build_dashboards(clusters: Iterable[str], options: DashboardOptions) -> list
             for row in _cluster_rows(cluster, options):
                 layout.add_row(row)
         body: Json = {"start": "-PT3H", "periodOverride": "inherit", "widgets": layout.widgets}
-        result.append(DashboardPage(page_names[index], body, tuple(page_clusters)))
+        searches = tuple(s for cluster in page_clusters for s in _capacity_searches(cluster, options))
+        result.append(DashboardPage(page_names[index], body, tuple(page_clusters), searches))
     return result
 
 
@@ -264,11 +285,14 @@ def _cluster_rows(cluster: str, options: DashboardOptions) -> list[list[tuple[in
     ]
 
 
-def search(namespace: str, dimensions: tuple[str, ...], metric: str, cluster: str, stat: str,
-           period: int) -> str:
-    """A SEARCH expression for one metric of one cluster over every value of the other ``dimensions``."""
-    schema = ",".join([_quote(namespace), *dimensions])
-    return f"SEARCH('{{{schema}}} MetricName=\"{metric}\" {DIMENSION}=\"{cluster}\"', '{stat}', {period})"
+def _capacity_searches(cluster: str, options: DashboardOptions) -> tuple[Search, Search]:
+    """Utilisation per zone and free IPs per subnet of one cluster."""
+    return (
+        Search(options.namespace, (DIMENSION, "AvailabilityZone"), "zoneIPUtilization", cluster, "Maximum",
+               options.period),
+        Search(options.namespace, (DIMENSION, "AvailabilityZone", "SubnetId"), "availableSubnetIPAddresses",
+               cluster, "Minimum", options.period),
+    )
 
 
 def _quote(name: str) -> str:
@@ -288,13 +312,11 @@ def _capacity_row(cluster: str, options: DashboardOptions) -> list[tuple[int, in
                                      "color": "#d62728"}]},
         yAxis={"left": {"min": 0, "label": "hours", "showUnits": False}, "right": {"min": 0}},
     )
+    zones, subnets = _capacity_searches(cluster, options)
     zones_and_subnets = _graph(
         "Capacity: utilisation % per zone / free IPs per subnet",
-        [[{"expression": search(options.namespace, (DIMENSION, "AvailabilityZone"), "zoneIPUtilization",
-                                cluster, "Maximum", options.period), "id": "zones"}],
-         [{"expression": search(options.namespace, (DIMENSION, "AvailabilityZone", "SubnetId"),
-                                "availableSubnetIPAddresses", cluster, "Minimum", options.period),
-           "id": "subnets", "yAxis": "right"}]],
+        [[{"expression": zones.expression, "id": "zones"}],
+         [{"expression": subnets.expression, "id": "subnets", "yAxis": "right"}]],
         options, "Maximum",
         yAxis={"left": {"min": 0, "max": 100, "label": "%", "showUnits": False}, "right": {"min": 0}},
     )
