@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cni_metrics.core.catalogue import ASSIGNED_IPS, IP_MAX, TOTAL_IPS
+from cni_metrics.core.catalogue import ASSIGNED_IPS, IP_MAX, TOTAL_IPS, datum
 from cni_metrics.core.model import HistoryPoint, MetricValue, NodeInput
 
 ZONE = "AvailabilityZone"
@@ -113,11 +113,11 @@ def zone_metrics(nodes: Sequence[NodeCapacity], threshold_pct: float) -> list[Me
         maximum = sum(n.maximum for n in members)
         near = sum(1 for n in members if n.utilization_pct >= threshold_pct)
         out += [
-            MetricValue("zoneAssignIPAddresses", sum(n.assigned for n in members), "Count", dims),
-            MetricValue("zoneTotalIPAddresses", sum(n.held for n in members), "Count", dims),
-            MetricValue("zoneMaxIPAddresses", maximum, "Count", dims),
-            MetricValue("zoneIPUtilization", assigned / maximum * 100.0, "Percent", dims),
-            MetricValue("zoneNodesNearIPExhaustion", float(near), "Count", dims),
+            datum("zoneAssignIPAddresses", sum(n.assigned for n in members), dims),
+            datum("zoneTotalIPAddresses", sum(n.held for n in members), dims),
+            datum("zoneMaxIPAddresses", maximum, dims),
+            datum("zoneIPUtilization", assigned / maximum * 100.0, dims),
+            datum("zoneNodesNearIPExhaustion", float(near), dims),
         ]
     return out
 
@@ -127,12 +127,12 @@ def subnet_metrics(subnets: Sequence[Subnet], prefix_delegation: bool) -> list[M
     out: list[MetricValue] = []
     for subnet in sorted(subnets, key=lambda s: s.subnet_id):
         dims = ((SUBNET, subnet.subnet_id), (ZONE, subnet.zone))
-        out.append(MetricValue("availableSubnetIPAddresses", float(subnet.available), "Count", dims))
+        out.append(datum("availableSubnetIPAddresses", float(subnet.available), dims))
         if prefix_delegation:
             prefixes = float(subnet.available // 16)
-            out.append(MetricValue("availableSubnetPrefixesMax", prefixes, "Count", dims))
+            out.append(datum("availableSubnetPrefixesMax", prefixes, dims))
     if subnets:
-        out.append(MetricValue("minSubnetAvailableIPAddresses", float(min(s.available for s in subnets))))
+        out.append(datum("minSubnetAvailableIPAddresses", float(min(s.available for s in subnets))))
     return out
 
 
@@ -209,8 +209,8 @@ def capacity(
     remaining = remaining_ips(caps, pod_subnets)
     hours = hours_to_exhaustion(new_history, remaining)
     if remaining is not None:
-        metrics.append(MetricValue("remainingIPAddresses", remaining))
+        metrics.append(datum("remainingIPAddresses", remaining))
     if hours is not None:
-        metrics.append(MetricValue("hoursToIPExhaustion", hours))
+        metrics.append(datum("hoursToIPExhaustion", hours))
     near = sum(1 for n in caps if n.utilization_pct >= threshold_pct)
     return Capacity(metrics, top_nodes(caps, k), near, remaining, hours, new_history)

@@ -21,7 +21,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
 from cni_metrics.core import catalogue
-from cni_metrics.core.catalogue import ASSIGNED_IPS, ENI_ALLOCATED, ENI_MAX, IP_MAX, TOTAL_IPS
+from cni_metrics.core.catalogue import ASSIGNED_IPS, ENI_ALLOCATED, ENI_MAX, IP_MAX, TOTAL_IPS, datum
 from cni_metrics.core.model import Aggregate, ClusterState, MetricValue, NodeInput, PodState
 
 
@@ -44,7 +44,7 @@ def _gauge_metrics(nodes: Sequence[NodeInput], threshold_pct: float) -> list[Met
         if family.metric is not None:
             total = _sum_present([n.metrics.gauges.get(family.name) for n in nodes])
             if total is not None:
-                out.append(MetricValue(family.metric, total))
+                out.append(datum(family.metric, total))
     warm: list[float | None] = []
     assigned_sum = ip_max_sum = eni_sum = eni_max_sum = 0.0
     near = 0
@@ -64,12 +64,12 @@ def _gauge_metrics(nodes: Sequence[NodeInput], threshold_pct: float) -> list[Met
             eni_max_sum += eni_max
     warm_total = _sum_present(warm)
     if warm_total is not None:
-        out.append(MetricValue("warmIPAddresses", warm_total))
+        out.append(datum("warmIPAddresses", warm_total))
     if ip_max_sum > 0:
-        out.append(MetricValue("ipUtilization", assigned_sum / ip_max_sum * 100.0, "Percent"))
-        out.append(MetricValue("nodesNearIPExhaustion", float(near)))
+        out.append(datum("ipUtilization", assigned_sum / ip_max_sum * 100.0))
+        out.append(datum("nodesNearIPExhaustion", float(near)))
     if eni_max_sum > 0:
-        out.append(MetricValue("eniUtilization", eni_sum / eni_max_sum * 100.0, "Percent"))
+        out.append(datum("eniUtilization", eni_sum / eni_max_sum * 100.0))
     return out
 
 
@@ -137,12 +137,12 @@ def aggregate(
                 new_pods[key] = previous.pods[key]
         for family in catalogue.COUNTERS:
             if family.metric is not None and family.name in increases:
-                metrics.append(MetricValue(family.metric, increases[family.name]))
+                metrics.append(datum(family.metric, increases[family.name]))
         if delta_count > 0:
-            metrics.append(MetricValue("awsAPILatencyAvg", delta_sum / delta_count, "Milliseconds"))
+            metrics.append(datum("awsAPILatencyAvg", delta_sum / delta_count))
     p99s = [n.metrics.latency_p99 for n in inputs if n.metrics.latency_p99 is not None]
     if p99s:
-        metrics.append(MetricValue("awsAPILatency", max(p99s), "Milliseconds"))
+        metrics.append(datum("awsAPILatency", max(p99s)))
 
     counter_totals = {
         f.metric: totals[f.name] for f in catalogue.COUNTERS if f.metric is not None and f.name in totals

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
-from cni_metrics.core.model import Unit
+from cni_metrics.core.model import MetricValue, Unit
 
 Kind = Literal["gauge", "counter", "summary", "histogram", "info"]
 Source = Literal["gauge", "counter", "derived", "health", "capacity"]
@@ -139,3 +139,8 @@ METRICS_BY_NAME: Mapping[str, Metric] = MappingProxyType({m.name: m for m in MET
 def unit_of(name: str) -> Unit:
     """The CloudWatch unit of a published metric name (KeyError for an unknown name)."""
     return METRICS_BY_NAME[name].unit
+
+
+def datum(name: str, value: float, dimensions: tuple[tuple[str, str], ...] = ()) -> MetricValue:
+    """A datum of a published metric, in the catalogue's unit (KeyError for a name not in the catalogue)."""
+    return MetricValue(name, value, unit_of(name), dimensions)

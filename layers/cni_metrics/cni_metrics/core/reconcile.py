@@ -20,6 +20,7 @@ from datetime import datetime
 
 from cni_metrics.core import catalogue
 from cni_metrics.core.aggregate import aggregate
+from cni_metrics.core.catalogue import datum
 from cni_metrics.core.model import ClusterState, MetricValue, NodeInput, NodeMetrics, PodState
 
 COUNTER_METRICS = frozenset(family.metric for family in catalogue.COUNTERS if family.metric is not None)
@@ -60,7 +61,7 @@ def after_lost_claim(
         exhaustion_threshold_pct=exhaustion_threshold_pct,
     )
     counters = [metric for metric in result.metrics if metric.name in COUNTER_METRICS]
-    counters += [MetricValue(name, value) for name, value in corrections.items()]
+    counters += [datum(name, value) for name, value in corrections.items()]
     result.state.history = winner.history
     return result.state, sum_by_name(counters)
 
@@ -107,7 +108,7 @@ def sum_by_name(metrics: Iterable[MetricValue]) -> list[MetricValue]:
     totals: dict[str, float] = {}
     for metric in metrics:
         totals[metric.name] = totals.get(metric.name, 0.0) + metric.value
-    return [MetricValue(name, value) for name, value in totals.items()]
+    return [datum(name, value) for name, value in totals.items()]
 
 
 def observed_after(node: NodeInput, before: PodState | None) -> bool:
