@@ -59,10 +59,6 @@ class CapacitySources:
     errors: list[str] = field(default_factory=list)
 
 
-class SourceError(Exception):
-    """A capacity source could not be read; the message is safe to log."""
-
-
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 
