@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from cni_metrics.adapters.scraper import PodRef, Scraper, ScrapeSettings
+from cni_metrics.adapters.scrape import PodRef, Scraper, ScrapeResult, ScrapeSettings
 from fake_eks.certs import make_cluster_tls
 
 pytestmark = pytest.mark.integration
@@ -149,8 +149,13 @@ def _scraper(server: KeepAliveServer) -> Scraper:
     )
 
 
+def _scrape_one(scraper: Scraper, pod: PodRef, deadline: float) -> ScrapeResult:
+    """One pod (keep-alive connections of earlier calls are reused)."""
+    return scraper.scrape_all([pod], deadline)[0]
+
+
 def _scrape(scraper: Scraper, name: str) -> tuple[str | None, str, int]:
-    result = scraper.scrape_one(PodRef(f"uid-{name}", name), time.monotonic() + 10)
+    result = _scrape_one(scraper, PodRef(f"uid-{name}", name), time.monotonic() + 10)
     assert TOKEN not in result.message
     return result.reason, result.message, result.attempts
 
@@ -339,7 +344,7 @@ def test_a_server_with_a_certificate_from_another_ca_fails_closed_without_a_retr
     scraper = Scraper(server.url, ssl.create_default_context(cadata=other_ca), Tokens(), ScrapeSettings())
     # when a pod is scraped
     try:
-        result = scraper.scrape_one(PodRef("uid-a", "aws-node-a"), time.monotonic() + 10)
+        result = _scrape_one(scraper, PodRef("uid-a", "aws-node-a"), time.monotonic() + 10)
     finally:
         scraper.close()
     # then the handshake fails verification, once, and no request was sent
@@ -389,7 +394,7 @@ def test_a_pause_of_the_scraper_itself_is_not_counted_against_the_server(
     scraper = Scraper(server.url, context, Tokens(), settings, clock=clock)
     # when a pod is scraped
     try:
-        result = scraper.scrape_one(PodRef("uid-a", "aws-node-a"), time.monotonic() + 60)
+        result = _scrape_one(scraper, PodRef("uid-a", "aws-node-a"), time.monotonic() + 60)
     finally:
         scraper.close()
     # then the answer that arrived during the pause is read: no timeout, one request

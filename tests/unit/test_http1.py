@@ -13,7 +13,7 @@ import random
 from collections.abc import Iterator
 
 import pytest
-from cni_metrics.adapters import http1
+from cni_metrics.adapters.scrape import http1
 
 BODY = b"# TYPE awscni_ip_max gauge\nawscni_ip_max 15\n" * 40
 

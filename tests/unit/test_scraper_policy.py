@@ -11,17 +11,17 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from cni_metrics.adapters.scraper import (
+from cni_metrics.adapters.scrape.body import CappedBody
+from cni_metrics.adapters.scrape.policy import (
     MAX_RETRY_AFTER_SECONDS,
-    CappedBody,
     ScrapeFailure,
     classify_status,
-    metrics_path,
     parse_retry_after,
     retry_delay,
     should_retry,
     status_message,
 )
+from cni_metrics.adapters.scrape.scraper import metrics_path
 
 FORBIDDEN = json.dumps({
     "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",

@@ -28,7 +28,8 @@ from kubernetes.client.configuration import Configuration
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from cni_metrics.adapters.scraper import BearerTokens, parse_retry_after, status_message
+from cni_metrics.adapters.scrape.policy import exception_text, one_line, parse_retry_after, status_message
+from cni_metrics.adapters.tokens import BearerTokens
 
 NAMESPACE = "kube-system"
 LABEL_SELECTOR = "k8s-app=aws-node"
@@ -229,7 +230,7 @@ def _api_error(cluster: str, api: ApiClient, exc: ApiException) -> str:
     message = status_message(body.encode() if isinstance(body, str) else body) or str(exc.reason or "")
     if exc.status == 0 and "SSL" in str(exc.reason):
         host = api.configuration.host
-        return f"TLS verification failed for cluster {cluster} endpoint {host}: {_one_line(str(exc.reason))}"
+        return f"TLS verification failed for cluster {cluster} endpoint {host}: {one_line(str(exc.reason))}"
     if exc.status == 401:
         return (
             f"the API server of cluster {cluster} refused the bearer token (401 Unauthorized) even after a "
@@ -242,11 +243,7 @@ def _api_error(cluster: str, api: ApiClient, exc: ApiException) -> str:
 
 def _connection_error(cluster: str, api: ApiClient, exc: BaseException) -> str:
     host = api.configuration.host
-    text = _one_line(str(getattr(exc, "reason", None) or exc))
+    text = exception_text(exc, named=False)
     if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in type(exc).__name__:
         return f"TLS verification failed for cluster {cluster} endpoint {host}: {text}"
     return f"cannot reach the API server of cluster {cluster} at {host}: {text}"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:300]

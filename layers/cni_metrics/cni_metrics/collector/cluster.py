@@ -27,14 +27,8 @@ from cni_metrics.adapters.eks_auth import (
     resolve_endpoint,
 )
 from cni_metrics.adapters.kube import DiscoveryError, api_client, list_aws_node_pods
-from cni_metrics.adapters.scraper import (
-    FAILURE_REASONS,
-    BearerTokens,
-    PodRef,
-    Scraper,
-    ScrapeResult,
-    ScrapeSettings,
-)
+from cni_metrics.adapters.scrape import FAILURE_REASONS, PodRef, Scraper, ScrapeResult, ScrapeSettings
+from cni_metrics.adapters.tokens import BearerTokens
 from cni_metrics.capacity.sources import CapacitySources, start_reading
 from cni_metrics.core.model import MetricValue, NodeInput
 

@@ -1,0 +1,117 @@
+"""What a failed scrape attempt means: its class, its message, whether and when it is tried again (pure)."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import time
+from typing import Literal, get_args
+
+FailureReason = Literal[
+    "timeout", "unreachable", "forbidden", "not_found", "throttled", "bad_payload", "too_large",
+    "unauthorized", "other",
+]
+FAILURE_REASONS: tuple[FailureReason, ...] = get_args(FailureReason)
+
+MAX_RETRY_AFTER_SECONDS = 10.0
+MIN_ATTEMPT_SECONDS = 0.5
+
+
+class ScrapeFailure(Exception):
+    """A classified failure of one attempt; ``retry_after`` is the server's hint, when it gave one."""
+
+    def __init__(
+        self,
+        reason: FailureReason,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        bytes_read: int = 0,
+    ) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.bytes_read = bytes_read
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line of at most 300 characters."""
+    return " ".join(text.split())[:300]
+
+
+def exception_text(exc: BaseException, *, named: bool = True) -> str:
+    """A one-line description of a connection-level exception (never carries headers): the exception it
+    wraps as ``reason`` when there is one, after the type name unless ``named`` is False."""
+    reason = getattr(exc, "reason", None)
+    text = one_line(str(reason if isinstance(reason, BaseException) else exc))
+    return f"{type(exc).__name__}: {text}"[:300] if named else text
+
+
+def status_message(body: bytes) -> str:
+    """The API server's ``Status.message``, else the start of the body, as one printable line."""
+    text = body.decode("utf-8", "replace")
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if isinstance(document, dict) and isinstance(document.get("message"), str):
+        text = document["message"]
+    return one_line(text)
+
+
+def classify_status(status: int, body: bytes) -> ScrapeFailure:
+    """The failure an HTTP status other than 200 stands for (Status JSON message included)."""
+    message = f"HTTP {status}: {status_message(body)}".rstrip(": ")
+    reason: FailureReason
+    retryable = False
+    if status == 401:
+        reason = "unauthorized"
+    elif status == 403:
+        reason = "forbidden"
+    elif status == 404:
+        reason = "not_found"
+    elif status == 429:
+        reason, retryable = "throttled", True
+    elif status == 503:
+        reason, retryable = "unreachable", True
+    elif status == 502:
+        reason = "unreachable"
+    elif status == 504:
+        reason = "timeout"
+    else:
+        reason = "other"
+    return ScrapeFailure(reason, message, status=status, retryable=retryable)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), None if absent/invalid."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    wall = time.time() if now is None else now
+    return max(0.0, when.timestamp() - wall)
+
+
+def retry_delay(failure: ScrapeFailure, rng: random.Random) -> float:
+    """How long to wait before the one retry: Retry-After (capped) when given, plus jitter."""
+    jitter = rng.uniform(0.05, 0.3)
+    if failure.retry_after is not None:
+        return min(failure.retry_after, MAX_RETRY_AFTER_SECONDS) + jitter
+    return 0.05 + jitter
+
+
+def should_retry(failure: ScrapeFailure, delay: float, *, now: float, deadline: float, retried: bool) -> bool:
+    """One retry, only for retryable failures and only when the deadline leaves time for another attempt."""
+    return failure.retryable and not retried and now + delay + MIN_ATTEMPT_SECONDS <= deadline
