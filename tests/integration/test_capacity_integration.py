@@ -15,6 +15,7 @@ import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ import boto3
 import pytest
 from cni_metrics.adapters import eks_auth
 from cni_metrics.adapters.eks_auth import ClusterTarget
+from cni_metrics.adapters.scrape import DEFAULT_SCRAPE
 from cni_metrics.capacity.core import TOP_K
 from cni_metrics.collector.cluster import ClusterCollection, collect_cluster
 from cni_metrics.collector.job import Deps, run_collection
@@ -273,7 +275,8 @@ def test_a_hanging_ec2_api_delays_the_collection_by_one_read_timeout_at_most(
         # when one cluster is collected with a 1 s read timeout and a 20 s deadline
         started = time.monotonic()
         target = ClusterTarget("slow", "us-east-1")
-        collection = collect_cluster(target, read_timeout=1.0, deadline=started + 20)
+        scrape = replace(DEFAULT_SCRAPE, read_timeout=1.0)
+        collection = collect_cluster(target, scrape=scrape, deadline=started + 20)
         elapsed = time.monotonic() - started
     # then every node is scraped, with its zone, and the collection waited about one read timeout more
     assert (collection.status, len(collection.nodes)) == ("ok", 3)

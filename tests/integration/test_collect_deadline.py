@@ -8,12 +8,14 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
 import pytest
 from cni_metrics.adapters.eks_auth import ClusterTarget, TokenProvider, resolve_endpoint
 from cni_metrics.adapters.kube import api_client, list_aws_node_pods
+from cni_metrics.adapters.scrape import DEFAULT_SCRAPE
 from cni_metrics.collector.cluster import collect_cluster
 from fake_eks.testing import RunningFakeEks
 
@@ -42,7 +44,9 @@ def test_hanging_nodes_end_at_the_deadline(eks: RunningFakeEks) -> None:
     budget = 2.5
     started = time.monotonic()
     # when it is collected with a 2.5 s deadline
-    result = collect_cluster(_target(eks, "stuck"), read_timeout=60, deadline=started + budget)
+    result = collect_cluster(
+        _target(eks, "stuck"), scrape=replace(DEFAULT_SCRAPE, read_timeout=60), deadline=started + budget
+    )
     elapsed = time.monotonic() - started
     # then it returns within the deadline plus one second, with the others scraped
     assert elapsed <= budget + 1.0

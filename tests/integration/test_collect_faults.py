@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from cni_metrics.adapters.eks_auth import ClusterTarget
+from cni_metrics.adapters.scrape import DEFAULT_SCRAPE
 from cni_metrics.collector.cluster import ClusterCollection, collect_cluster
 from cni_metrics.core.aggregate import aggregate
 from cni_metrics.core.catalogue import FAMILIES
@@ -72,8 +74,9 @@ SCENARIO = {
 def _collect(eks: RunningFakeEks, cluster: str) -> tuple[ClusterCollection, float]:
     started = time.monotonic()
     result = collect_cluster(
-        ClusterTarget(cluster, eks.connection["region"]), connect_timeout=CONNECT_TIMEOUT,
-        read_timeout=READ_TIMEOUT, deadline=started + 20,
+        ClusterTarget(cluster, eks.connection["region"]),
+        scrape=replace(DEFAULT_SCRAPE, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT),
+        deadline=started + 20,
     )
     return result, time.monotonic() - started
 
@@ -144,7 +147,7 @@ def test_health_metrics_use_the_published_names(eks: RunningFakeEks) -> None:
     result, _ = _collect(eks, _cluster("error_500"))
     # when its health is turned into metrics
     metrics = {m.name: (m.value, m.unit) for m in result.health.to_metrics()}
-    # then the names and units are the ones ARCHITECTURE.md lists
+    # then the names and units are the catalogue's
     assert metrics["nodesTotal"] == (NODES, "Count")
     assert metrics["nodesScraped"] == (NODES - len(FAULTY), "Count")
     assert metrics["nodesFailed"] == (len(FAULTY), "Count")

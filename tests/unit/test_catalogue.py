@@ -30,20 +30,6 @@ def test_names_are_unique() -> None:
     assert len(set(metrics)) == len(metrics)
 
 
-def test_architecture_metric_table_matches_the_catalogue() -> None:
-    # given the "Metric names" table of docs/ARCHITECTURE.md
-    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
-    table = text.split("## Metric names", 1)[1].split("\n## ", 1)[0]
-    documented: dict[str, str] = {}
-    for row in table.splitlines():
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        if len(cells) == 3 and cells[0] not in ("name", "---"):
-            for name in cells[0].split(","):
-                documented[name.strip()] = cells[1]
-    # then every documented name is in the catalogue with the same unit, and vice versa
-    assert documented == {m.name: m.unit for m in catalogue.METRICS}
-
-
 def test_units() -> None:
     assert catalogue.unit_of("awsAPILatencyAvg") == "Milliseconds"
     assert catalogue.unit_of("ipUtilization") == "Percent"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +28,6 @@ def test_defaults_match_the_architecture_table() -> None:
     assert settings.state_prefix == "cni-metrics/state/"
     assert settings.log_level == "INFO"
     assert settings.clusters == [ClusterSpec(name="alpha")]
-
-
-def test_every_collector_variable_of_the_table_is_a_setting() -> None:
-    # given the configuration table of docs/ARCHITECTURE.md
-    table = (ROOT / "docs" / "ARCHITECTURE.md").read_text().split("## Configuration", 1)[1]
-    names = set(re.findall(r"^\| ([A-Z_ /]+) \|", table, flags=re.MULTILINE))
-    documented = {part.strip() for name in names for part in name.split("/")}
-    dashboard_only = {"DASHBOARD_NAME", "ALARMS_ENABLED", "ALARM_TOPIC_ARN", "IP_UTILIZATION_ALARM_PCT"}
-    read_by_powertools = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_TRACE_DISABLED"}
-    # then the settings model reads each of the collector's variables
-    from cni_metrics.collector.settings import Settings
-
-    aliases = {field.alias for field in Settings.model_fields.values()}
-    assert documented - dashboard_only - read_by_powertools <= aliases
 
 
 def test_names_json_and_event_combine() -> None:

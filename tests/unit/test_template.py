@@ -321,14 +321,13 @@ def test_functions_run_python313_arm64_with_the_shared_layer() -> None:
 
 
 def _documented_variables() -> set[str]:
-    """Variable names of the configuration table in docs/ARCHITECTURE.md."""
-    text = (REPO / "docs" / "ARCHITECTURE.md").read_text()
-    section = text.split("## Configuration", 1)[1]
+    """Variable names of the configuration tables in README.md."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
     names: set[str] = set()
-    for line in section.splitlines()[4:]:
-        if not line.startswith("|"):
-            break
-        names.update(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", line.split("|")[1]))
+    for line in section.splitlines():
+        if line.startswith("|"):
+            names.update(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", line.split("|")[1]))
     return names
 
 

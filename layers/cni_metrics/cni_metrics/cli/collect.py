@@ -13,8 +13,10 @@ import logging
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from cni_metrics.adapters.scrape import DEFAULT_SCRAPE
 from cni_metrics.capacity.core import capacity
 from cni_metrics.core.aggregate import aggregate
 
@@ -33,7 +35,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--cluster", action="append", required=True, metavar="NAME", help="repeatable")
     parser.add_argument("--region", help="default: the AWS configuration's region")
     parser.add_argument("--role-arn", metavar="ARN", help="role to assume first (clusters in other accounts)")
-    parser.add_argument("--concurrency", type=int, default=64, metavar="N", help="scrapes in flight (64)")
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_SCRAPE.concurrency, metavar="N",
+                        help=f"scrapes in flight ({DEFAULT_SCRAPE.concurrency})")
     parser.add_argument(
         "--timeout", type=float, default=60.0, metavar="SECONDS", help="deadline of the run (60)"
     )
@@ -148,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
     def one(target: ClusterTarget) -> ClusterCollection:
         # a session per cluster: boto3 sessions are not thread-safe
         session = boto3.Session(region_name=target.region)
-        return collect_cluster(target, session=session, concurrency=args.concurrency, deadline=deadline)
+        scrape = replace(DEFAULT_SCRAPE, concurrency=args.concurrency)
+        return collect_cluster(target, session=session, scrape=scrape, deadline=deadline)
 
     with ThreadPoolExecutor(max_workers=min(4, len(targets))) as pool:
         collections = list(pool.map(one, targets))

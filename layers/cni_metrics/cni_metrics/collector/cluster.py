@@ -27,16 +27,23 @@ from cni_metrics.adapters.eks_auth import (
     resolve_endpoint,
 )
 from cni_metrics.adapters.kube import DiscoveryError, api_client, list_aws_node_pods
-from cni_metrics.adapters.scrape import FAILURE_REASONS, PodRef, Scraper, ScrapeResult, ScrapeSettings
+from cni_metrics.adapters.scrape import (
+    DEFAULT_SCRAPE,
+    FAILURE_REASONS,
+    PodRef,
+    Scraper,
+    ScrapeResult,
+    ScrapeSettings,
+)
 from cni_metrics.adapters.tokens import BearerTokens
 from cni_metrics.capacity.sources import CapacitySources, start_reading
+from cni_metrics.core.catalogue import datum
 from cni_metrics.core.model import MetricValue, NodeInput
 
 logger = logging.getLogger(__name__)
 
 CollectionStatus = Literal["ok", "no_aws_node_pods", "error"]
 DEFAULT_BUDGET_SECONDS = 60.0
-DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -54,12 +61,12 @@ class CollectionHealth:
     def to_metrics(self) -> list[MetricValue]:
         """The health numbers under their published names and units."""
         return [
-            MetricValue("nodesTotal", float(self.nodes_total), "Count"),
-            MetricValue("nodesScraped", float(self.nodes_scraped), "Count"),
-            MetricValue("nodesFailed", float(self.nodes_failed), "Count"),
-            MetricValue("nodesSkipped", float(self.nodes_skipped), "Count"),
-            MetricValue("scrapeDurationMs", round(self.scrape_duration_ms, 3), "Milliseconds"),
-            MetricValue("bytesScraped", float(self.bytes_scraped), "Bytes"),
+            datum("nodesTotal", float(self.nodes_total)),
+            datum("nodesScraped", float(self.nodes_scraped)),
+            datum("nodesFailed", float(self.nodes_failed)),
+            datum("nodesSkipped", float(self.nodes_skipped)),
+            datum("scrapeDurationMs", round(self.scrape_duration_ms, 3)),
+            datum("bytesScraped", float(self.bytes_scraped)),
         ]
 
     def as_dict(self) -> dict[str, Any]:
@@ -105,17 +112,15 @@ def collect_cluster(
     *,
     session: boto3.Session | None = None,
     tokens: BearerTokens | None = None,
-    concurrency: int = 64,
-    connect_timeout: float = 3.0,
-    read_timeout: float = 10.0,
+    scrape: ScrapeSettings = DEFAULT_SCRAPE,
     deadline: float | None = None,
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     clock: Callable[[], float] = time.monotonic,
 ) -> ClusterCollection:
     """Collect one cluster by ``deadline`` (a ``clock``/monotonic time; default 60 s from now).
 
     ``session``: the AWS configuration to sign in with (default: a new standard session in the target's
     region). ``tokens``: a bearer token source (default: ``TokenProvider`` for the target and session).
+    ``scrape``: concurrency, timeouts and payload cap of the scrapes (and of the pod listing's timeouts).
     """
     started = clock()
     collected_at = datetime.now(UTC)
@@ -124,10 +129,7 @@ def collect_cluster(
     try:
         session = session or boto3.Session(region_name=target.region)
         tokens = tokens or TokenProvider(target, session)
-        result = _collect(target, session, tokens, health, deadline, clock, collected_at, ScrapeSettings(
-            concurrency=concurrency, connect_timeout=connect_timeout, read_timeout=read_timeout,
-            max_payload_bytes=max_payload_bytes,
-        ))
+        result = _collect(target, session, tokens, health, deadline, clock, collected_at, scrape)
     except (ClusterAccessError, DiscoveryError) as exc:
         forget_endpoint(target)  # a recreated cluster has a new endpoint and CA: describe it again next time
         result = _failed(target, health, redact(str(exc)), collected_at)

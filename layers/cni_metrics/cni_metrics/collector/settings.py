@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from cni_metrics.adapters.scrape import DEFAULT_SCRAPE, ScrapeSettings
 from cni_metrics.settings_fields import (
     CLUSTER_NAME_PATTERN,
     REGION_PATTERN,
@@ -82,12 +83,20 @@ class Settings(BaseModel):
     discovery_tag: Tag = Field(default=None, alias="CLUSTER_DISCOVERY_TAG")
     publish_mode: Literal["emf", "putmetricdata"] = Field(default="emf", alias="PUBLISH_MODE")
     namespace: str = Field(default="Kubernetes", min_length=1, max_length=255, alias="METRICS_NAMESPACE")
-    scrape_concurrency: int = Field(default=64, ge=1, le=1024, alias="SCRAPE_CONCURRENCY")
+    scrape_concurrency: int = Field(
+        default=DEFAULT_SCRAPE.concurrency, ge=1, le=1024, alias="SCRAPE_CONCURRENCY"
+    )
     cluster_concurrency: int = Field(default=4, ge=1, le=64, alias="CLUSTER_CONCURRENCY")
-    connect_timeout_seconds: float = Field(default=3.0, gt=0, le=60, alias="CONNECT_TIMEOUT_SECONDS")
-    read_timeout_seconds: float = Field(default=10.0, gt=0, le=300, alias="READ_TIMEOUT_SECONDS")
+    connect_timeout_seconds: float = Field(
+        default=DEFAULT_SCRAPE.connect_timeout, gt=0, le=60, alias="CONNECT_TIMEOUT_SECONDS"
+    )
+    read_timeout_seconds: float = Field(
+        default=DEFAULT_SCRAPE.read_timeout, gt=0, le=300, alias="READ_TIMEOUT_SECONDS"
+    )
     publish_margin_seconds: float = Field(default=15.0, ge=0, le=600, alias="PUBLISH_MARGIN_SECONDS")
-    max_payload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, alias="MAX_PAYLOAD_BYTES")
+    max_payload_bytes: int = Field(
+        default=DEFAULT_SCRAPE.max_payload_bytes, ge=1024, alias="MAX_PAYLOAD_BYTES"
+    )
     exhaustion_threshold_pct: float = Field(default=90.0, gt=0, le=100, alias="EXHAUSTION_THRESHOLD_PCT")
     state_bucket: str = Field(min_length=3, max_length=63, pattern=_BUCKET, alias="STATE_BUCKET")
     state_prefix: Annotated[str, AfterValidator(_check_prefix)] = Field(
@@ -127,6 +136,14 @@ class Settings(BaseModel):
                     for spec in self.event_clusters]
         merged = dict.fromkeys(self.cluster_names) | dict.fromkeys(by_name)
         return [by_name.get(name) or ClusterSpec(name=name) for name in merged]
+
+    @property
+    def scrape(self) -> ScrapeSettings:
+        """The scrape settings of every cluster's collection."""
+        return ScrapeSettings(
+            concurrency=self.scrape_concurrency, connect_timeout=self.connect_timeout_seconds,
+            read_timeout=self.read_timeout_seconds, max_payload_bytes=self.max_payload_bytes,
+        )
 
     @property
     def discovery_enabled(self) -> bool:

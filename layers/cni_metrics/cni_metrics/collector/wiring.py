@@ -48,14 +48,7 @@ def _collector(settings: Settings, region: str | None) -> Collector:
             return _no_region(spec)
         target = ClusterTarget(spec.name, target_region, spec.role_arn, spec.endpoint, spec.ca_data)
         # A session per collection: boto3 sessions are not thread-safe, clusters run in threads.
-        return collect_cluster(
-            target,
-            concurrency=settings.scrape_concurrency,
-            connect_timeout=settings.connect_timeout_seconds,
-            read_timeout=settings.read_timeout_seconds,
-            deadline=deadline,
-            max_payload_bytes=settings.max_payload_bytes,
-        )
+        return collect_cluster(target, scrape=settings.scrape, deadline=deadline)
 
     return collect
 
