@@ -221,7 +221,7 @@ def test_both_publishers_send_extra_dimensions_after_cluster_id(capsys: pytest.C
 def test_collect_cli_report_shows_capacity() -> None:
     # given a collection with two nodes, their subnets and one capacity source that failed
     from cni_metrics.capacity.sources import CapacitySources
-    from cni_metrics.cli.collect import _table, report
+    from cni_metrics.cli.collect import _cluster_table, report
     from cni_metrics.collector.cluster import ClusterCollection, CollectionHealth
 
     sources = CapacitySources(
@@ -233,7 +233,7 @@ def test_collect_cli_report_shows_capacity() -> None:
     collection = ClusterCollection("prod", "ok", None, nodes, set(), CollectionHealth(2, 2), [], T0, sources)
     # when it is reported
     doc = report(collection)
-    table = _table(doc)
+    table = _cluster_table(doc)
     # then: subnet headroom, zone utilisation, remaining (min(27, 30 + 17)) and the nearest node first
     cap = doc["capacity"]
     assert cap["subnets"] == [

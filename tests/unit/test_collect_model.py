@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from cni_metrics.adapters.kube import pod_from_json
-from cni_metrics.cli.collect import _table, report
+from cni_metrics.cli.collect import _cluster_table, report
 from cni_metrics.collector.cluster import ClusterCollection, CollectionHealth, NodeError
 from cni_metrics.core.catalogue import unit_of
 from cni_metrics.core.model import NodeInput, NodeMetrics
@@ -67,7 +67,7 @@ def test_report_shows_aggregate_health_and_failed_nodes() -> None:
     )
     # when it is reported
     doc = report(collection)
-    table = _table(doc)
+    table = _cluster_table(doc)
     # then the gauges, the health and the failure are there
     assert doc["metrics"]["assignIPAddresses"] == 5
     assert doc["metrics"]["warmIPAddresses"] == 3

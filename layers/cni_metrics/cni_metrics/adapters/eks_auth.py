@@ -43,7 +43,9 @@ ROLE_SESSION_NAME = "cni-metrics"
 
 _REDACTED = "<redacted>"
 # DescribeCluster and AssumeRole must not eat the run's time budget (botocore defaults: 60 s, 5 attempts).
-_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"})
+_AUTH_CLIENT_CONFIG = Config(
+    connect_timeout=3, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"}
+)
 
 
 class ClusterAccessError(Exception):
@@ -126,7 +128,7 @@ def _assume_role(
     target: ClusterTarget, session: boto3.Session, clock: Callable[[], float]
 ) -> _AssumedCredentials:
     """AssumeRole through the configured STS endpoint (standard settings, AWS_ENDPOINT_URL_STS included)."""
-    sts: Any = session.client("sts", region_name=target.region, config=_CLIENT_CONFIG)
+    sts: Any = session.client("sts", region_name=target.region, config=_AUTH_CLIENT_CONFIG)
     try:
         answer = sts.assume_role(RoleArn=target.role_arn, RoleSessionName=ROLE_SESSION_NAME)
     except (ClientError, BotoCoreError) as exc:
@@ -200,7 +202,7 @@ def _describe_cluster(target: ClusterTarget, session: boto3.Session) -> ClusterE
             aws_session_token=creds.token,
             region_name=target.region,
         )
-    eks: Any = session.client("eks", region_name=target.region, config=_CLIENT_CONFIG)
+    eks: Any = session.client("eks", region_name=target.region, config=_AUTH_CLIENT_CONFIG)
     try:
         cluster = eks.describe_cluster(name=target.name)["cluster"]
     except (ClientError, BotoCoreError) as exc:

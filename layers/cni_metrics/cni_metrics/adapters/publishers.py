@@ -145,7 +145,7 @@ class PutMetricDataPublisher:
                     Namespace=self.namespace, MetricData=[_datum(cluster, item) for item in chunk]
                 )
             except (ClientError, BotoCoreError) as exc:
-                result.error = _describe(exc)
+                result.error = _failure_text(exc)
                 for item in chunk:
                     failed.setdefault(item.batch.id, []).append(item.metric)
             else:
@@ -210,7 +210,7 @@ def _datum_size(cluster: str, batch: MetricBatch, metric: MetricValue) -> int:
     )
 
 
-def _describe(exc: Exception) -> str:
+def _failure_text(exc: Exception) -> str:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")

@@ -188,7 +188,7 @@ def encode_document(document: StateDocument) -> bytes:
             "owner": entry.owner,
             "lease_until": _iso(entry.lease_until),
             "collected_at": _iso(entry.batch.collected_at),
-            "metrics": [_metric(metric) for metric in entry.batch.metrics],
+            "metrics": [_metric_fields(metric) for metric in entry.batch.metrics],
         }
         for entry in document.outbox
     ]
@@ -222,7 +222,7 @@ def decode_document(body: bytes) -> StateDocument:
             state,
             outbox,
             str(raw.get("writer", "")),
-            _time(raw.get("written_at")),
+            _optional_time(raw.get("written_at")),
             None if based_on is None else str(based_on),
         )
     except StateError as exc:
@@ -244,10 +244,10 @@ def _entry(item: Any) -> OutboxEntry:
         metrics.append(MetricValue(name, float(value), unit, dimensions))
     batch = MetricBatch(str(item["id"]), _required_time(item["collected_at"]), tuple(metrics))
     owner = item.get("owner")
-    return OutboxEntry(batch, None if owner is None else str(owner), _time(item.get("lease_until")))
+    return OutboxEntry(batch, None if owner is None else str(owner), _optional_time(item.get("lease_until")))
 
 
-def _metric(metric: MetricValue) -> list[Any]:
+def _metric_fields(metric: MetricValue) -> list[Any]:
     fields: list[Any] = [metric.name, metric.value, metric.unit]
     if metric.dimensions:
         fields.append([list(pair) for pair in metric.dimensions])
@@ -266,7 +266,7 @@ def _iso(moment: datetime | None) -> str | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
 
 
-def _time(value: Any) -> datetime | None:
+def _optional_time(value: Any) -> datetime | None:
     return None if value is None else _required_time(value)
 
 

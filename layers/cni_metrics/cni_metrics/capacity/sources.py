@@ -38,7 +38,9 @@ ZONE_LABELS = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io
 INSTANCE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
 ENICONFIG_PATH = "/apis/crd.k8s.amazonaws.com/v1alpha1/eniconfigs"
 PAGE_SIZE = 500
-_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+_SOURCE_CLIENT_CONFIG = Config(
+    connect_timeout=3, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +111,8 @@ def aws_clients(target: ClusterTarget, session: boto3.Session) -> tuple[Any, Any
         creds = credentials_for(target, session)
         session = boto3.Session(aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
                                 aws_session_token=creds.token, region_name=target.region)
-    return (session.client("eks", region_name=target.region, config=_CLIENT_CONFIG),
-            session.client("ec2", region_name=target.region, config=_CLIENT_CONFIG))
+    return (session.client("eks", region_name=target.region, config=_SOURCE_CLIENT_CONFIG),
+            session.client("ec2", region_name=target.region, config=_SOURCE_CLIENT_CONFIG))
 
 
 def cluster_subnet_ids(eks: Any, cluster: str) -> set[str]:
@@ -142,12 +144,12 @@ def read_sources(api: ApiClient, clients: tuple[Any, Any] | None, cluster: str,
     try:
         sources.nodes = list_nodes(api, timeout)
     except (ApiException, HTTPError, OSError, ValueError) as exc:
-        sources.errors.append(f"listing nodes: {_describe(exc)}")
+        sources.errors.append(f"listing nodes: {_error_text(exc)}")
     custom: set[str] = set()
     try:
         custom = eniconfig_subnets(api, timeout)
     except (ApiException, HTTPError, OSError, ValueError, KeyError, TypeError) as exc:
-        sources.errors.append(f"listing ENIConfigs: {_describe(exc)}")
+        sources.errors.append(f"listing ENIConfigs: {_error_text(exc)}")
     if clients is None:
         return sources
     eks, ec2 = clients
@@ -156,7 +158,7 @@ def read_sources(api: ApiClient, clients: tuple[Any, Any] | None, cluster: str,
         sources.subnets = describe_subnets(ec2, own | custom)
         sources.pod_subnet_ids = frozenset(custom or own)
     except (ClientError, BotoCoreError) as exc:
-        sources.errors.append(f"reading subnets: {_describe(exc)}")
+        sources.errors.append(f"reading subnets: {_error_text(exc)}")
     return sources
 
 
@@ -175,7 +177,7 @@ def start_reading(
     try:
         clients = aws_clients(target, session)
     except (ClusterAccessError, ClientError, BotoCoreError) as exc:
-        errors.append(f"reading subnets: {_describe(exc)}")
+        errors.append(f"reading subnets: {_error_text(exc)}")
     api = make_api()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"capacity-{target.name}")
     partial = CapacitySources()
@@ -188,7 +190,7 @@ def start_reading(
         except FutureTimeout:
             sources = CapacitySources(nodes=partial.nodes, errors=["not all read in time (slow API)"])
         except Exception as exc:  # read_sources reports what it expects; nothing else may cost the run
-            sources = CapacitySources(errors=[f"unexpected {_describe(exc)}"])
+            sources = CapacitySources(errors=[f"unexpected {_error_text(exc)}"])
         else:
             api.rest_client.pool_manager.clear()
         sources.errors[:0] = errors
@@ -197,7 +199,7 @@ def start_reading(
     return result
 
 
-def _describe(exc: Exception) -> str:
+def _error_text(exc: Exception) -> str:
     if isinstance(exc, ApiException):
         return f"HTTP {exc.status} {exc.reason}"
     if isinstance(exc, ClientError):

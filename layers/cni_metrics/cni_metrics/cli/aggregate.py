@@ -103,7 +103,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _number(value: float) -> float | int:
+def json_number(value: float) -> float | int:
+    """A number as the JSON reports print it: integral values as integers, others to 6 decimals."""
     return int(value) if value.is_integer() and abs(value) < 2**53 else round(value, 6)
 
 
@@ -113,13 +114,13 @@ def report(result: Aggregate, errors: list[dict[str, Any]]) -> dict[str, Any]:
         "nodes": result.nodes,
         "nodesFailed": len(errors),
         "errors": errors,
-        "metrics": {m.name: _number(m.value) for m in result.metrics},
+        "metrics": {m.name: json_number(m.value) for m in result.metrics},
         "units": {m.name: m.unit for m in result.metrics},
-        "counterTotals": {k: _number(v) for k, v in result.counter_totals.items()},
+        "counterTotals": {k: json_number(v) for k, v in result.counter_totals.items()},
     }
 
 
-def _table(doc: dict[str, Any]) -> str:
+def _metric_table(doc: dict[str, Any]) -> str:
     lines = [f"nodes: {doc['nodes']}   failed: {doc['nodesFailed']}", ""]
     rows = [(name, str(value), doc["units"][name]) for name, value in doc["metrics"].items()]
     width = max([len("metric"), *(len(r[0]) for r in rows)])
@@ -153,5 +154,5 @@ def run(args: argparse.Namespace) -> int:
     if args.save_state is not None:
         _write_atomic(args.save_state, dump_state(result.state))
     doc = report(result, errors)
-    print(json.dumps(doc, indent=2) if args.format == "json" else _table(doc))
+    print(json.dumps(doc, indent=2) if args.format == "json" else _metric_table(doc))
     return 1 if errors else 0

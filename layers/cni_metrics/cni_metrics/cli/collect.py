@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from cni_metrics.adapters.scrape import DEFAULT_SCRAPE
 from cni_metrics.capacity.core import capacity
+from cni_metrics.cli.aggregate import json_number
 from cni_metrics.core.aggregate import aggregate
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def report(collection: ClusterCollection) -> dict[str, Any]:
     }
     if collection.nodes:
         result = aggregate(collection.nodes, None, now=collection.collected_at)
-        doc["metrics"] = {m.name: _number(m.value) for m in result.metrics}
+        doc["metrics"] = {m.name: json_number(m.value) for m in result.metrics}
         doc["units"] = {m.name: m.unit for m in result.metrics}
         doc["capacity"] = _capacity(collection)
     doc["nodeErrors"] = [
@@ -86,11 +87,7 @@ def _capacity(collection: ClusterCollection) -> dict[str, Any]:
     }
 
 
-def _number(value: float) -> float | int:
-    return int(value) if value.is_integer() and abs(value) < 2**53 else round(value, 6)
-
-
-def _table(doc: dict[str, Any]) -> str:
+def _cluster_table(doc: dict[str, Any]) -> str:
     health = doc["health"]
     lines = [f"cluster {doc['cluster']}: {doc['status']}"]
     if doc["error"]:
@@ -160,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps({"clusters": docs}, indent=2))
     else:
-        print("\n\n".join(_table(doc) for doc in docs))
+        print("\n\n".join(_cluster_table(doc) for doc in docs))
     return 1 if any(c.status == "error" for c in collections) else 0
 
 

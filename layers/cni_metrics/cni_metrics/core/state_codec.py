@@ -43,14 +43,14 @@ def _micros(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-def _number(value: float) -> float | int:
+def _encoded_number(value: float) -> float | int:
     if not math.isfinite(value):
         raise ValueError(f"non-finite value {value!r} in state")
     return int(value) if value.is_integer() and abs(value) < _MAX_EXACT else value
 
 
 def _optional(value: float | None) -> float | int | None:
-    return None if value is None else _number(value)
+    return None if value is None else _encoded_number(value)
 
 
 def dump_state(state: ClusterState) -> bytes:
@@ -67,7 +67,7 @@ def dump_state(state: ClusterState) -> bytes:
         ]
     doc: dict[str, Any] = {"v": VERSION, "t": _micros(state.collected_at), "f": families, "p": pods}
     if state.history:
-        doc["h"] = [[_micros(point.at), _number(point.assigned)] for point in state.history]
+        doc["h"] = [[_micros(point.at), _encoded_number(point.assigned)] for point in state.history]
     return json.dumps(doc, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
 
 
@@ -75,7 +75,7 @@ def _reject_constant(name: str) -> Any:
     raise StateError(f"non-finite number {name}")
 
 
-def _time(value: Any, what: str) -> datetime:
+def _decoded_time(value: Any, what: str) -> datetime:
     if type(value) is not int:
         raise StateError(f"{what} is not an integer timestamp")
     try:
@@ -111,7 +111,7 @@ def _pod(key: str, entry: Any, families: list[str]) -> PodState:
     }
     return PodState(
         key=key,
-        started_at=None if started is None else _time(started, f"pod {key!r} start time"),
+        started_at=None if started is None else _decoded_time(started, f"pod {key!r} start time"),
         restart_count=restarts,
         counters=counters,
         latency_sum=None if lsum is None else _float(lsum, f"pod {key!r} latency sum"),
@@ -139,7 +139,7 @@ def load_state(data: bytes) -> ClusterState:
     if not isinstance(pods, dict):
         raise StateError("'p' is not an object")
     return ClusterState(
-        collected_at=_time(doc.get("t"), "collection time"),
+        collected_at=_decoded_time(doc.get("t"), "collection time"),
         pods={key: _pod(key, entry, families) for key, entry in pods.items()},
         history=_history(doc.get("h", [])),
     )
@@ -152,6 +152,6 @@ def _history(raw: Any) -> list[HistoryPoint]:
     for index, entry in enumerate(raw):
         if not isinstance(entry, list) or len(entry) != 2:
             raise StateError(f"history point {index}: expected [time, assigned]")
-        at = _time(entry[0], f"history point {index} time")
+        at = _decoded_time(entry[0], f"history point {index} time")
         points.append(HistoryPoint(at, _float(entry[1], f"history point {index} assigned")))
     return points

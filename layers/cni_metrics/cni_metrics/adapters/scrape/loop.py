@@ -5,9 +5,9 @@ timeout (for the TCP connect, and again for the TLS handshake), a read timeout p
 whole duration; the run has one overall deadline: when it passes, the run returns at once and counts
 unfinished pods as timed out. Bodies are decompressed under their cap, parsed as they complete and dropped.
 
-Hand-written over urllib3 and a thread pool: one selector thread needs about a quarter less collector CPU
-than 64 threads on the same persistent connections, which spent it waking one another and trading the
-GIL (``make bench``, scrape: 2.7-2.9 s against 3.6-3.9 s for 5,000 nodes).
+Hand-written over urllib3 and a thread pool: when it replaced 64 threads on the same persistent
+connections (commit d6c19f8; history in docs/benchmarks.md), one selector thread spent about a quarter
+less collector CPU, which the threads had spent waking one another and trading the GIL.
 
 The run reaches its scraper only through ``RunContext``; the scraper keeps the connections between runs.
 """
