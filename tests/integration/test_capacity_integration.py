@@ -86,7 +86,7 @@ def env(aws: str, monkeypatch: pytest.MonkeyPatch) -> Callable[[Any, list[str]],
 @pytest.fixture
 def capacity_logs(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[dict[str, Any]]]:
     """The collector's capacity log records of a cluster, oldest first."""
-    caplog.set_level(logging.INFO, logger="cni_metrics.collector.job")
+    caplog.set_level(logging.INFO, logger="cni_metrics.collector.batch")
 
     def records(cluster: str) -> list[dict[str, Any]]:
         return [

@@ -29,13 +29,11 @@ from cni_metrics.adapters.state_store import (
     decode_document,
     encode_document,
 )
-from cni_metrics.capacity.core import Capacity, capacity
+from cni_metrics.collector.batch import metrics_and_state, usable
 from cni_metrics.collector.cluster import ClusterCollection
 from cni_metrics.collector.outbox import CLAIM_ATTEMPTS, LEASE_SKEW, read_document, settle, split_outbox
 from cni_metrics.collector.settings import ClusterSpec, Settings
-from cni_metrics.core.aggregate import aggregate
-from cni_metrics.core.catalogue import CAPACITY_LOG_MESSAGE
-from cni_metrics.core.model import ClusterState, MetricValue, PodState
+from cni_metrics.core.model import ClusterState, MetricValue
 from cni_metrics.core.reconcile import after_lost_claim
 
 logger = logging.getLogger(__name__)
@@ -180,7 +178,7 @@ def _process(run: _Invocation, spec: ClusterSpec, outcome: ClusterOutcome) -> No
     # 2. collect and aggregate
     collection = run.deps.collect(spec, run.deadline)
     outcome.nodes, outcome.failures = len(collection.nodes), len(collection.failed_keys)
-    metrics, state = _metrics_and_state(run.settings, collection, document.state)
+    metrics, state = metrics_and_state(run.settings, collection, document.state)
     if collection.status == "error" or collection.error:
         outcome.status, outcome.error = "error", _joined(outcome.error, collection.error)
     elif collection.status == "no_aws_node_pods":
@@ -252,7 +250,7 @@ def _after_conflict(
         document = decode_document(reloaded.body) if reloaded else None
     except (StateStoreError, DocumentError):
         return None
-    if reloaded is None or document is None or document.state is None or not _usable(collection):
+    if reloaded is None or document is None or document.state is None or not usable(collection):
         return None
     merged = after_lost_claim(
         collection.nodes, collection.collected_at, previous, document.state,
@@ -263,68 +261,3 @@ def _after_conflict(
         return None
     kept, taken = split_outbox(document.outbox, run.deps.clock(), cluster)
     return reloaded.etag, merged[0], kept, taken, merged[1]
-
-
-def _usable(collection: ClusterCollection) -> bool:
-    """Whether the collection saw nodes (not an error, not every node failed)."""
-    return collection.status != "error" and not (not collection.nodes and collection.failed_keys)
-
-
-def _metrics_and_state(
-    settings: Settings, collection: ClusterCollection, previous: ClusterState | None
-) -> tuple[list[MetricValue], ClusterState | None]:
-    """This collection's datums and the new baselines.
-
-    A failed collection (status ``error``, or every node failed) publishes its health numbers only and
-    keeps the previous baselines: no gauge is summed over zero nodes. A usable one adds the capacity
-    numbers (``cni_metrics.capacity``), keeps their history in the state and logs the nodes nearest
-    exhaustion.
-    """
-    health = collection.health.to_metrics()
-    if not _usable(collection):
-        return health, previous
-    result = aggregate(
-        collection.nodes,
-        previous,
-        now=collection.collected_at,
-        carry_over=collection.failed_keys,
-        exhaustion_threshold_pct=settings.exhaustion_threshold_pct,
-    )
-    if previous is not None:
-        # A pod that failed and is unknown to the previous state was not listed by the previous
-        # collection: it started since, so all of its counts are new. A zero baseline keeps them.
-        for key in collection.failed_keys - previous.pods.keys() - result.state.pods.keys():
-            result.state.pods[key] = PodState(key, None, None, {}, 0.0, 0.0)
-    sources = collection.capacity
-    cap = capacity(
-        collection.nodes,
-        sources.subnets if sources is not None else None,
-        sources.pod_subnet_ids if sources is not None else (),
-        previous.history if previous is not None else [],
-        now=collection.collected_at,
-        threshold_pct=settings.exhaustion_threshold_pct,
-    )
-    result.state.history = cap.history
-    _log_capacity(collection.cluster, cap, settings.exhaustion_threshold_pct)
-    return [*result.metrics, *cap.metrics, *health], result.state
-
-
-def _log_capacity(cluster: str, cap: Capacity, threshold_pct: float) -> None:
-    """One structured record per cluster and run: the nodes nearest exhaustion (dashboard log widget)."""
-    plain = {m.name: m.value for m in cap.metrics if not m.dimensions}
-    nearest = "; ".join(
-        f"{n.node} {n.instance_type or '?'} {n.zone or '?'} {n.assigned:g}/{n.held:g}/{n.maximum:g}"
-        for n in cap.top
-    )
-    logger.info(CAPACITY_LOG_MESSAGE, extra={
-        "cluster": cluster,
-        "capacity": {
-            "nodesNearIPExhaustion": cap.near,
-            "thresholdPct": threshold_pct,
-            "remainingIPAddresses": cap.remaining,
-            "hoursToIPExhaustion": cap.hours,
-            "minSubnetAvailableIPAddresses": plain.get("minSubnetAvailableIPAddresses"),
-            "topNodes": [n.as_record() for n in cap.top],
-        },
-        "nearest": nearest,
-    })
