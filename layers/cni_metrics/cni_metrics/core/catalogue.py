@@ -120,6 +120,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("nodesSkipped", "Count", "health", "aws-node pods not scraped (not running, deadline)"),
     Metric("scrapeDurationMs", "Milliseconds", "health", "wall time of the cluster's scrape"),
     Metric("bytesScraped", "Bytes", "health", "payload bytes received"),
+    Metric("outboxDatumsDropped", "Count", "health",
+           "unpublished datums dropped from the outbox (older than CloudWatch accepts, or over its cap)"),
     # capacity (cni_metrics.capacity): per zone (AvailabilityZone dimension), per subnet, per cluster
     Metric("zoneAssignIPAddresses", "Count", "capacity", "per zone: Σ assigned over its nodes"),
     Metric("zoneTotalIPAddresses", "Count", "capacity", "per zone: Σ held (warm + assigned)"),
