@@ -53,6 +53,10 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _ignore_deadline(deadline: float) -> None:
+    """The default ``Deps.on_run_start``: nothing to bound."""
+
+
 @dataclass(frozen=True, slots=True)
 class Deps:
     """Everything the job talks to, injectable."""
@@ -63,6 +67,8 @@ class Deps:
     discover: Discoverer | None = None
     clock: Callable[[], datetime] = utc_now
     monotonic: Callable[[], float] = time.monotonic
+    on_run_start: Callable[[float], None] = _ignore_deadline
+    """Called first with the monotonic time at which the invocation ends (wiring bounds AWS calls by it)."""
 
 
 @dataclass(slots=True)
@@ -123,6 +129,7 @@ def run_collection(
     settings: Settings, *, deps: Deps, remaining_seconds: float, run_id: str | None = None
 ) -> RunSummary:
     """Collect and publish every cluster; ``remaining_seconds`` is the invocation's time left."""
+    deps.on_run_start(deps.monotonic() + remaining_seconds)
     run = _Invocation(
         settings=settings,
         deps=deps,
