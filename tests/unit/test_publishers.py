@@ -189,3 +189,88 @@ def test_putmetricdata_never_sends_non_finite_values() -> None:
     result = PutMetricDataPublisher(client, "NS").publish("c", [batch])
     assert [d["MetricName"] for d in client.calls[0]["MetricData"]] == ["ok"]
     assert (result.published, result.dropped) == (1, 2)
+
+
+BEYOND = 2.0**361  # finite, but beyond CloudWatch's ±2^360
+
+
+def test_emf_never_writes_a_value_cloudwatch_rejects(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # given a value beyond ±2^360, one below -2^360, a magnitude under 2^-360 and a valid one
+    metrics = (MetricValue("huge", BEYOND), MetricValue("negative", -BEYOND), MetricValue("tiny", 2.0**-400),
+               MetricValue("ok", 2.0**360))
+    # when published as EMF
+    result = EmfPublisher("NS").publish("c", [MetricBatch("b1", AT, metrics)])
+    # then only values within the range are written (the tiny one as 0), the others dropped and logged
+    datums = {d[1]: d[3] for doc in emf_lines(capsys.readouterr().out) for d in check_emf(doc)}
+    assert datums == {"tiny": 0.0, "ok": 2.0**360}
+    assert (result.published, result.dropped) == (2, 2)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("huge" in m and repr(BEYOND) in m for m in errors)
+    assert any("negative" in m for m in errors)
+
+
+def test_putmetricdata_never_sends_a_value_beyond_the_cloudwatch_range(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # given one value beyond 2^360 among valid ones, and a non-zero magnitude under 2^-360
+    metrics = (MetricValue("ok", 1.0), MetricValue("huge", BEYOND), MetricValue("tiny", -(2.0**-361)))
+    client = RecordingClient()
+    # when published
+    result = PutMetricDataPublisher(client, "NS").publish("c", [MetricBatch("a", AT, metrics)])
+    # then the huge one is dropped with an error naming it and its value; the tiny one is sent as 0
+    sent = [(d["MetricName"], d["Value"]) for d in client.calls[0]["MetricData"]]
+    assert sent == [("ok", 1.0), ("tiny", 0.0)]
+    assert (result.published, result.dropped, result.complete) == (2, 1, True)
+    assert any("huge" in r.getMessage() and repr(BEYOND) in r.getMessage() for r in caplog.records)
+
+
+class RefusingClient(RecordingClient):
+    """Refuses, as CloudWatch refuses an invalid datum, every call holding a datum named ``poison``."""
+
+    def put_metric_data(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        if any(datum["MetricName"] == "poison" for datum in kwargs["MetricData"]):
+            error = {
+                "Error": {"Code": "InvalidParameterValue", "Message": "The value 13.0 is invalid."},
+                "ResponseMetadata": {"HTTPStatusCode": 400},
+            }
+            raise ClientError(error, "PutMetricData")  # type: ignore[arg-type]
+        return {}
+
+
+def test_putmetricdata_isolates_the_datums_a_call_is_refused_for_and_publishes_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # given 2,500 datums in two batches, three of which CloudWatch refuses (in two different calls)
+    good = [MetricValue(f"m{i}", float(i)) for i in range(2500)]
+    good[7] = good[900] = good[1999] = MetricValue("poison", 13.0)
+    batches = [MetricBatch("a", AT, tuple(good[:1200])), MetricBatch("b", AT, tuple(good[1200:]))]
+    client = RefusingClient()
+    # when published
+    result = PutMetricDataPublisher(client, "NS").publish("c", batches)
+    # then every other datum was published exactly once (the calls without poison are those accepted),
+    # the three dropped and logged, nothing re-queued
+    accepted = [call["MetricData"] for call in client.calls if "poison" not in str(call)]
+    assert sorted(d["MetricName"] for data in accepted for d in data) == sorted(
+        m.name for m in good if m.name != "poison"
+    )
+    assert (result.published, result.dropped, result.unpublished) == (2497, 3, [])
+    refused = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(refused) == 3
+    assert all("poison" in m and "13.0" in m for m in refused)
+
+
+def test_putmetricdata_isolation_is_bounded_and_keeps_what_it_could_not_isolate() -> None:
+    # given a call where every datum is refused (so isolation cannot end quickly)
+    batch = MetricBatch("a", AT, tuple(MetricValue("poison", float(i)) for i in range(1000)))
+    client = RefusingClient()
+    # when published
+    result = PutMetricDataPublisher(client, "NS").publish("c", [batch])
+    # then at most 64 extra calls were made, and every datum is either dropped or kept for later
+    assert len(client.calls) <= 1 + 64
+    kept = sum(len(b.metrics) for b in result.unpublished)
+    assert result.published == 0
+    assert result.dropped + kept == 1000
+    assert "InvalidParameterValue" in (result.error or "")

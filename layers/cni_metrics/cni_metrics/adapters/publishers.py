@@ -6,18 +6,22 @@
   Writing to stdout does not fail.
 - ``PutMetricDataPublisher``: the CloudWatch API, in calls of at most 1,000 datums and 1 MB, each datum
   with its timestamp and unit, botocore retries (standard or adaptive). A call that still fails leaves
-  its datums in ``PublishResult.unpublished`` so the caller can keep them for a later run.
+  its datums in ``PublishResult.unpublished`` so the caller can keep them for a later run. A call that
+  CloudWatch refuses as invalid (``InvalidParameterValue`` and the like: a 400 that retrying cannot fix,
+  and one bad datum fails all of its up to 1,000) is bisected until the datums it refuses are alone; those
+  are dropped with an ERROR log and the rest is published (at most ``MAX_ISOLATION_CALLS`` extra calls).
 
-Both drop non-finite values (CloudWatch rejects NaN and ±Inf) and count them in ``dropped``.
+Both send only values CloudWatch accepts: NaN, ±Inf and magnitudes beyond 2^360 are dropped (ERROR log
+naming metric and value) and counted in ``dropped``; non-zero magnitudes below 2^-360 are sent as 0.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 import threading
 import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -27,10 +31,22 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cni_metrics.core.catalogue import DIMENSION
 from cni_metrics.core.model import MetricValue
 
+logger = logging.getLogger(__name__)
+
 MAX_DATUMS_PER_CALL = 1000
 MAX_BYTES_PER_CALL = 1_000_000
 # Bytes of a PutMetricData request besides its datums (action, version, namespace, headers slack).
 _CALL_OVERHEAD_BYTES = 2_000
+# CloudWatch's value range (MetricDatum.Value): magnitudes within [2^-360, 2^360], or 0.
+MAX_MAGNITUDE = 2.0**360
+MIN_MAGNITUDE = 2.0**-360
+# Error codes of a call CloudWatch refuses for its content (not throttling, permissions or a fault).
+INVALID_CODES = frozenset({
+    "InvalidParameterValue", "InvalidParameterCombination", "MissingParameter", "MissingRequiredParameter",
+    "ValidationError",
+})
+# Extra calls one publish may spend isolating refused datums (1 bad datum among 1,000 costs 20).
+MAX_ISOLATION_CALLS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +60,8 @@ class MetricBatch:
 
 @dataclass(slots=True)
 class PublishResult:
-    """What a publish achieved: datums sent, datums still to send (per batch), non-finite datums dropped."""
+    """What a publish achieved: datums sent, datums still to send (per batch), datums dropped because
+    CloudWatch rejects their value (never sent, or refused as invalid); dropped datums are never re-queued."""
 
     published: int = 0
     unpublished: list[MetricBatch] = field(default_factory=list)
@@ -53,7 +70,7 @@ class PublishResult:
 
     @property
     def complete(self) -> bool:
-        """Whether every datum was sent (or dropped as non-finite)."""
+        """Whether every datum was sent (or dropped as one CloudWatch rejects)."""
         return not self.unpublished
 
 
@@ -65,8 +82,26 @@ class Publisher(Protocol):
         ...
 
 
-def _finite(metrics: Sequence[MetricValue]) -> tuple[list[MetricValue], int]:
-    kept = [metric for metric in metrics if math.isfinite(metric.value)]
+def publishable(value: float) -> float | None:
+    """``value`` as CloudWatch accepts it, or None when it rejects it (NaN, ±Inf, beyond ±2^360)."""
+    magnitude = abs(value)
+    if not magnitude <= MAX_MAGNITUDE:  # NaN compares false
+        return None
+    return value if magnitude >= MIN_MAGNITUDE else 0.0
+
+
+def _publishable(cluster: str, metrics: Sequence[MetricValue]) -> tuple[list[MetricValue], int]:
+    """The metrics CloudWatch accepts (tiny magnitudes as 0) and how many were dropped (each logged)."""
+    kept = []
+    for metric in metrics:
+        value = publishable(metric.value)
+        if value is None:
+            logger.error(
+                "cluster %s: metric %s has value %r, which CloudWatch rejects (NaN, ±Inf or beyond ±2^360): "
+                "dropped", cluster, metric.name, metric.value,
+            )
+            continue
+        kept.append(metric if value == metric.value else replace(metric, value=value))
     return kept, len(metrics) - len(kept)
 
 
@@ -83,7 +118,7 @@ class EmfPublisher:
         """Write one EMF document per batch and dimension set (Powertools splits beyond 100 metrics)."""
         result = PublishResult()
         for batch in batches:
-            metrics, dropped = _finite(batch.metrics)
+            metrics, dropped = _publishable(cluster, batch.metrics)
             result.dropped += dropped
             by_dimensions: dict[tuple[tuple[str, str], ...], list[MetricValue]] = {}
             for metric in metrics:
@@ -135,21 +170,33 @@ class PutMetricDataPublisher:
         result = PublishResult()
         items: list[_Item] = []
         for batch in batches:
-            metrics, dropped = _finite(batch.metrics)
+            metrics, dropped = _publishable(cluster, batch.metrics)
             result.dropped += dropped
             items.extend(_Item(batch, metric, _datum_size(cluster, batch, metric)) for metric in metrics)
         failed: dict[str, list[MetricValue]] = {}
+        isolation_calls = 0
         for chunk in self._chunks(items):
-            try:
-                self.client.put_metric_data(
-                    Namespace=self.namespace, MetricData=[_datum(cluster, item) for item in chunk]
-                )
-            except (ClientError, BotoCoreError) as exc:
-                result.error = _failure_text(exc)
-                for item in chunk:
-                    failed.setdefault(item.batch.id, []).append(item.metric)
-            else:
-                result.published += len(chunk)
+            parts = [chunk]  # a stack: a refused part is replaced by its two halves, first half on top
+            while parts:
+                part = parts.pop()
+                try:
+                    self.client.put_metric_data(
+                        Namespace=self.namespace, MetricData=[_datum(cluster, item) for item in part]
+                    )
+                except ClientError as exc:
+                    if _invalid(exc) and len(part) == 1:
+                        _log_refused(cluster, part[0], exc)
+                        result.dropped += 1
+                    elif _invalid(exc) and isolation_calls + 2 <= MAX_ISOLATION_CALLS:
+                        isolation_calls += 2
+                        half = len(part) // 2
+                        parts += [part[half:], part[:half]]
+                    else:
+                        _keep(failed, part, result, exc)
+                except BotoCoreError as exc:
+                    _keep(failed, part, result, exc)
+                else:
+                    result.published += len(part)
         result.unpublished = [
             MetricBatch(batch.id, batch.collected_at, tuple(failed[batch.id]))
             for batch in batches
@@ -208,6 +255,27 @@ def _datum_size(cluster: str, batch: MetricBatch, metric: MetricValue) -> int:
     return sum(
         len(prefix) + len(name) + len(urllib.parse.quote(str(value))) + 2 for name, value in fields.items()
     )
+
+
+def _invalid(exc: ClientError) -> bool:
+    """Whether CloudWatch refused the call's content (some datum), which no retry of it can fix."""
+    return exc.response.get("Error", {}).get("Code") in INVALID_CODES
+
+
+def _log_refused(cluster: str, item: _Item, exc: ClientError) -> None:
+    logger.error(
+        "cluster %s: CloudWatch refused metric %s with value %r (%s): dropped",
+        cluster, item.metric.name, item.metric.value, _failure_text(exc),
+    )
+
+
+def _keep(
+    failed: dict[str, list[MetricValue]], part: list[_Item], result: PublishResult, exc: Exception
+) -> None:
+    """A call that failed for good: its datums stay to be sent later."""
+    result.error = _failure_text(exc)
+    for item in part:
+        failed.setdefault(item.batch.id, []).append(item.metric)
 
 
 def _failure_text(exc: Exception) -> str:
