@@ -31,7 +31,7 @@ def test_defaults_match_the_architecture_table() -> None:
 
 
 def test_names_json_and_event_combine() -> None:
-    # given names, per-cluster settings, and a direct invoke naming one of them and a new one
+    # given names, per-cluster settings, and a direct invoke choosing two of them
     env = {
         **BASE,
         "CLUSTER_NAMES": "alpha, beta",
@@ -39,14 +39,13 @@ def test_names_json_and_event_combine() -> None:
     }
     # when loaded without and with the event
     plain = load_settings(env)
-    invoked = load_settings(env, {"clusters": ["beta", {"name": "delta", "region": "us-west-2"}]})
-    # then the environment lists every cluster once, and the event replaces the list (keeping beta's settings)
+    invoked = load_settings(env, {"clusters": ["gamma", {"name": "beta"}, "gamma"]})
+    # then the environment lists every cluster once, and the event chooses among them in its order,
+    # each with its configured settings
     assert [c.name for c in plain.clusters] == ["alpha", "beta", "gamma"]
     assert plain.clusters[1].region == "eu-west-1"
-    assert invoked.clusters == [
-        ClusterSpec(name="beta", region="eu-west-1"),
-        ClusterSpec(name="delta", region="us-west-2"),
-    ]
+    assert invoked.clusters == [ClusterSpec(name="gamma"), ClusterSpec(name="beta", region="eu-west-1")]
+    assert not invoked.discovery_enabled
 
 
 def test_scheduled_event_keeps_the_configuration_and_discovery() -> None:
@@ -57,13 +56,84 @@ def test_scheduled_event_keeps_the_configuration_and_discovery() -> None:
     assert settings.discovery_tag == ("cni-metrics", "enabled")
     assert settings.discovery_enabled
     assert settings.clusters == []
-    # and a direct invoke naming clusters turns discovery off for that run
-    assert not load_settings(env, {"clusters": ["alpha"]}).discovery_enabled
+    found = [ClusterSpec(name="alpha", region="us-east-1"), ClusterSpec(name="beta", region="us-east-1")]
+    assert settings.chosen(found) == found
+
+
+def test_with_discovery_an_event_chooses_among_the_discovered_clusters() -> None:
+    # given discovery by tag beside one named cluster
+    env = {"STATE_BUCKET": "state-bucket", "CLUSTER_NAMES": "named", "CLUSTER_DISCOVERY_TAG": "team=net"}
+    discovered = [ClusterSpec(name=name, region="us-east-1") for name in ("net-a", "net-b", "net-c")]
+    # when a direct invoke names a discovered cluster, the named one and one nobody knows
+    mixed = load_settings(env, {"clusters": ["net-b", "named", "stranger"]})
+    # then the named one is collected as configured, and discovery runs but keeps only what the event named
+    assert mixed.clusters == [ClusterSpec(name="named")]
+    assert mixed.discovery_enabled
+    assert mixed.chosen(discovered) == [ClusterSpec(name="net-b", region="us-east-1")]
+    # when it names the configured cluster only, then this run needs no discovery
+    assert not load_settings(env, {"clusters": ["named"]}).discovery_enabled
 
 
 def test_sample_direct_invoke_event_is_valid() -> None:
+    # given the sample event and the sample environment it goes with
     event = json.loads((ROOT / "events" / "direct-invoke.json").read_text())
-    assert [c.name for c in load_settings(BASE, event).clusters] == event["clusters"]
+    env = json.loads((ROOT / "events" / "env.json").read_text())["CollectorFunction"]
+    # then it chooses those clusters, by name only
+    assert [c.name for c in load_settings(env, event).clusters] == event["clusters"]
+    assert all(isinstance(item, str) for item in event["clusters"])
+
+
+@pytest.mark.parametrize(
+    ("item", "field"),
+    [
+        ({"name": "alpha", "endpoint": "http://127.0.0.1:8080"}, "endpoint"),
+        ({"name": "alpha", "endpoint": "https://127.0.0.1:8443", "ca_data": "LS0tLS1CRUdJTg=="}, "endpoint"),
+        ({"name": "alpha", "ca_data": "LS0tLS1CRUdJTg=="}, "ca_data"),
+        ({"name": "alpha", "role_arn": "arn:aws:iam::210987654321:role/r"}, "role_arn"),
+        ({"name": "alpha", "region": "eu-west-1"}, "region"),
+        ({"name": "alpha", "endpoint": None}, "endpoint"),
+    ],
+)
+def test_an_event_never_says_how_to_reach_a_cluster(item: dict[str, Any], field: str) -> None:
+    # given a configured cluster / when a direct invoke adds an endpoint, CA, role or region to it
+    with pytest.raises(ConfigError) as raised:
+        load_settings(BASE, {"clusters": ["alpha", item]})
+    # then the event is refused, naming the field
+    assert str(raised.value).startswith(f"invalid event: clusters.1.{field}: not allowed in an event")
+
+
+def test_an_event_without_discovery_chooses_configured_clusters_only() -> None:
+    # given CLUSTER_NAMES and CLUSTERS_JSON, no discovery
+    env = {**BASE, "CLUSTERS_JSON": json.dumps([{"name": "beta", "region": "eu-west-1"}])}
+    # when a direct invoke names a cluster neither lists
+    with pytest.raises(ConfigError) as raised:
+        load_settings(env, {"clusters": ["beta", "gamma", "alpha"]})
+    # then it is refused, naming its place in the event
+    assert str(raised.value) == (
+        "invalid event: clusters.1: 'gamma' is not a configured cluster "
+        "(a direct invoke chooses among CLUSTER_NAMES and CLUSTERS_JSON)"
+    )
+
+
+def test_configured_endpoints_are_https_only() -> None:
+    # given CLUSTERS_JSON with a plain-http endpoint, and one with https
+    plain = [{"name": "private", "endpoint": "http://10.0.0.1", "ca_data": "LS0tLS1CRUdJTg=="}]
+    tls = [{"name": "private", "endpoint": "https://10.0.0.1", "ca_data": "LS0tLS1CRUdJTg=="}]
+    # then the first is refused naming the entry's field, and the second accepted
+    with pytest.raises(ConfigError, match=r"CLUSTERS_JSON\.0\.endpoint: must be an https:// URL"):
+        load_settings({**BASE, "CLUSTERS_JSON": json.dumps(plain)})
+    assert load_settings({**BASE, "CLUSTERS_JSON": json.dumps(tls)}).clusters[1].endpoint == "https://10.0.0.1"
+
+
+def test_publish_margin_must_leave_time_in_the_invocation() -> None:
+    # given the default margin of 15 s
+    settings = load_settings(BASE)
+    # when the invocation has 15 s or less at its start, then it is refused naming the variable
+    for remaining in (15.0, 10.0):
+        with pytest.raises(ConfigError, match=r"^invalid configuration: PUBLISH_MARGIN_SECONDS: 15 s is not"):
+            settings.check_time(remaining)
+    # and with more, it goes on
+    settings.check_time(15.5)
 
 
 @pytest.mark.parametrize(
@@ -84,6 +154,14 @@ def test_sample_direct_invoke_event_is_valid() -> None:
         ({**BASE, "STATE_PREFIX": "/abs/"}, "STATE_PREFIX: Value error, must not start with '/'"),
         ({**BASE, "PUBLISH_RETRY_MODE": "legacy"}, "PUBLISH_RETRY_MODE: Input should be 'standard'"),
         ({**BASE, "POWERTOOLS_LOG_LEVEL": "chatty"}, "POWERTOOLS_LOG_LEVEL: Input should be"),
+        ({**BASE, "METRICS_NAMESPACE": "AWS/EKS"}, "METRICS_NAMESPACE: must not start with 'AWS/'"),
+        ({**BASE, "METRICS_NAMESPACE": ":x"}, "METRICS_NAMESPACE: must not start with ':'"),
+        ({**BASE, "MAX_PAYLOAD_BYTES": str(10**12)}, "MAX_PAYLOAD_BYTES: at most 268435456 (256 MiB)"),
+        ({**BASE, "MAX_PAYLOAD_BYTES": str(256 * 2**20 + 1)}, "MAX_PAYLOAD_BYTES: at most 268435456"),
+        ({**BASE, "SCRAPE_CONCURRENCY": "256"}, "SCRAPE_CONCURRENCY x CLUSTER_CONCURRENCY: 256 x 4 need "
+         "about 1216 file descriptors (4 x (256 + 16) + 128); Lambda allows 1024: lower either"),
+        ({**BASE, "SCRAPE_CONCURRENCY": "1", "CLUSTER_CONCURRENCY": "64"}, "1 x 64 need about 1216"),
+        ({**BASE, "SCRAPE_CONCURRENCY": "881", "CLUSTER_CONCURRENCY": "1"}, "881 x 1 need about 1025"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(env: dict[str, str], message: str) -> None:
@@ -94,6 +172,13 @@ def test_bad_configuration_is_a_clear_error(env: dict[str, str], message: str) -
     assert message.replace("Value error, ", "") in str(raised.value)
 
 
+def test_scrapes_and_clusters_at_once_that_fit_the_file_descriptors_are_accepted() -> None:
+    # given the defaults (4 clusters x 64 scrapes) and the most scrapes one cluster at a time can have
+    for env in ({}, {"SCRAPE_CONCURRENCY": "880", "CLUSTER_CONCURRENCY": "1"}):
+        # then they load: 1 x (880 + 16) + 128 = 1024 descriptors at most
+        load_settings({**BASE, **env})
+
+
 @pytest.mark.parametrize(
     ("event", "message"),
     [
@@ -101,6 +186,7 @@ def test_bad_configuration_is_a_clear_error(env: dict[str, str], message: str) -
         ({"clusters": []}, "clusters: List should have at least 1 item"),
         ({"clusters": ["ok", "not ok"]}, "clusters.1.name: String should match pattern"),
         ({"cluster": ["alpha"]}, "cluster: Extra inputs are not permitted"),
+        ({"clusters": [{"name": "alpha", "insecure": True}]}, "clusters.0.insecure: Extra inputs"),
         ({**SCHEDULED, "detail-type": "Object Created"}, "detail-type: Input should be 'Scheduled Event'"),
         ({"source": "aws.events", "detail-type": "Scheduled Event"}, "time: Field required"),
     ],

@@ -1,8 +1,8 @@
 """Validators shared by the collector's and the dashboard function's settings models.
 
 One home for what both functions read from the same environment variables: the cluster-name, region
-and role patterns, comma-separated names, the ``key=value`` discovery tag, environment values taken by
-field alias, and the one-line description of a pydantic ``ValidationError``.
+and role patterns, comma-separated names, the ``key=value`` discovery tag, the CloudWatch namespace,
+environment values taken by field alias, and the one-line description of a pydantic ``ValidationError``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError
 
 # EKS cluster names: 1-100 characters, letters, digits, hyphens and underscores, starting alphanumeric.
 CLUSTER_NAME_PATTERN = r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$"
@@ -41,9 +41,19 @@ def parse_tag(value: Any) -> Any:
     return value
 
 
+def check_namespace(value: str) -> str:
+    """A namespace CloudWatch accepts for custom metrics: ``AWS/`` is reserved, a leading ``:`` refused."""
+    if value.startswith("AWS/"):
+        raise ValueError("must not start with 'AWS/' (CloudWatch reserves it for AWS services)")
+    if value.startswith(":"):
+        raise ValueError("must not start with ':'")
+    return value
+
+
 ClusterName = Annotated[str, Field(pattern=CLUSTER_NAME_PATTERN)]
 ClusterNames = Annotated[list[ClusterName], BeforeValidator(split_names)]
 Tag = Annotated[tuple[str, str] | None, BeforeValidator(parse_tag)]
+Namespace = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(check_namespace)]
 _CLUSTER_NAME = TypeAdapter(ClusterName)
 
 
@@ -71,10 +81,11 @@ def environment_values(model: type[BaseModel], environ: Mapping[str, str]) -> di
 
 
 def describe(exc: ValidationError) -> str:
-    """One line per problem: ``VARIABLE: message`` (input values never shown: some are secrets)."""
+    """One line per problem: ``VARIABLE: message``, or the message alone for a problem of several
+    variables (input values never shown: some are secrets)."""
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
-        where = ".".join(str(part) for part in error["loc"]) or "configuration"
+        where = ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {message}")
+        problems.append(f"{where}: {message}" if where else message)
     return "; ".join(problems)

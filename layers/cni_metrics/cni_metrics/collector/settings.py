@@ -1,15 +1,20 @@
 """The collector's configuration: one validated model built from the environment and the event.
 
 ``load_settings(environ, event)`` is the only way in; nothing is read at import time. Every variable of
-the configuration table in docs/ARCHITECTURE.md has a field here with the same default. The event may
-replace the list of clusters (a direct invoke ``{"clusters": [...]}``); an EventBridge scheduled event
-changes nothing. Anything invalid raises ``ConfigError`` with every problem named after its variable.
+the configuration table in the README has a field here with the same default. A direct invoke
+``{"clusters": ["name", ...]}`` chooses clusters by name among those the deployment configures
+(CLUSTER_NAMES, CLUSTERS_JSON, or, with CLUSTER_DISCOVERY_TAG, the clusters discovery finds); it never
+says where or how to reach a cluster: the collector's bearer token goes only to an endpoint from
+DescribeCluster or from the deployment's CLUSTERS_JSON, always ``https://``. An EventBridge scheduled
+event changes nothing. Anything invalid raises ``ConfigError`` with every problem named after its
+variable (or its place in the event).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.utilities.parser import parse
@@ -21,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -29,14 +35,29 @@ from cni_metrics.settings_fields import (
     CLUSTER_NAME_PATTERN,
     REGION_PATTERN,
     ROLE_ARN_PATTERN,
+    ClusterName,
     ClusterNames,
     ConfigError,
+    Namespace,
     Tag,
     describe,
     environment_values,
 )
 
 _BUCKET = r"^[a-z0-9][a-z0-9.-]+$"
+# Lambda gives a process 1,024 file descriptors. A cluster in flight holds SCRAPE_CONCURRENCY connections
+# and up to FDS_PER_CLUSTER others (its selector, the Kubernetes API and capacity readers' connections,
+# its EKS, STS and EC2 clients: 4 to 5 measured against the stand-in, so about 3 times that is allowed);
+# FDS_RESERVED stay for the runtime, the S3 and CloudWatch pools (10 each at most) and logs.
+LAMBDA_FILE_DESCRIPTORS = 1024
+FDS_PER_CLUSTER = 16
+FDS_RESERVED = 128
+# A real aws-node payload is tens of KiB and the default cap 8 MiB. The scraper holds a body in memory
+# while it arrives and the parser its text and samples after: 256 MiB (32 times the default) still fits
+# a Lambda's memory with its parse; anything larger could only exhaust it.
+MAX_PAYLOAD_CAP = 256 * 1024 * 1024
+# What a direct invoke may not say about a cluster: where and as whom the collector signs in.
+_DEPLOYMENT_ONLY = ("region", "role_arn", "endpoint", "ca_data")
 
 __all__ = ["ClusterSpec", "ConfigError", "Settings", "load_settings", "parse_event"]
 
@@ -49,8 +70,16 @@ class ClusterSpec(BaseModel):
     name: str = Field(pattern=CLUSTER_NAME_PATTERN)
     region: str | None = Field(default=None, pattern=REGION_PATTERN)
     role_arn: str | None = Field(default=None, pattern=ROLE_ARN_PATTERN)
-    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")
+    endpoint: str | None = None
     ca_data: str | None = Field(default=None, min_length=1, repr=False)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _https_only(cls, value: str | None) -> str | None:
+        """The bearer token is sent to the endpoint: only over TLS."""
+        if value is not None and not re.fullmatch(r"https://[^\s/]+(/\S*)?", value):
+            raise ValueError("must be an https:// URL (the collector's bearer token is sent there)")
+        return value
 
 
 def _parse_json(value: Any) -> Any:
@@ -82,7 +111,7 @@ class Settings(BaseModel):
     clusters_json: ClusterSpecs = Field(default_factory=list, alias="CLUSTERS_JSON")
     discovery_tag: Tag = Field(default=None, alias="CLUSTER_DISCOVERY_TAG")
     publish_mode: Literal["emf", "putmetricdata"] = Field(default="emf", alias="PUBLISH_MODE")
-    namespace: str = Field(default="Kubernetes", min_length=1, max_length=255, alias="METRICS_NAMESPACE")
+    namespace: Namespace = Field(default="Kubernetes", alias="METRICS_NAMESPACE")
     scrape_concurrency: int = Field(
         default=DEFAULT_SCRAPE.concurrency, ge=1, le=1024, alias="SCRAPE_CONCURRENCY"
     )
@@ -110,13 +139,32 @@ class Settings(BaseModel):
         default="INFO", alias="POWERTOOLS_LOG_LEVEL"
     )
     region: str | None = Field(default=None, pattern=REGION_PATTERN, alias="AWS_REGION")
-    event_clusters: list[ClusterSpec] | None = Field(default=None, exclude=True)
+    requested: tuple[str, ...] | None = Field(default=None, exclude=True)
+    """The cluster names a direct invoke chose, in its order (None: every configured cluster)."""
+
+    @field_validator("max_payload_bytes")
+    @classmethod
+    def _payload_fits_in_memory(cls, value: int) -> int:
+        if value > MAX_PAYLOAD_CAP:
+            raise ValueError(
+                f"at most {MAX_PAYLOAD_CAP} (256 MiB): a body is held in memory while it arrives and parsed "
+                "after; real aws-node payloads are tens of KiB"
+            )
+        return value
 
     @model_validator(mode="after")
-    def _something_to_monitor(self) -> Settings:
-        if not (self.event_clusters or self.cluster_names or self.clusters_json or self.discovery_tag):
+    def _consistent(self) -> Settings:
+        if not (self.cluster_names or self.clusters_json or self.discovery_tag):
             raise ValueError(
                 "no cluster to monitor: set CLUSTER_NAMES, CLUSTERS_JSON or CLUSTER_DISCOVERY_TAG"
+            )
+        scrapes, clusters = self.scrape_concurrency, self.cluster_concurrency
+        needed = clusters * (scrapes + FDS_PER_CLUSTER) + FDS_RESERVED
+        if needed > LAMBDA_FILE_DESCRIPTORS:
+            raise ValueError(
+                f"SCRAPE_CONCURRENCY x CLUSTER_CONCURRENCY: {scrapes} x {clusters} need about {needed} file "
+                f"descriptors ({clusters} x ({scrapes} + {FDS_PER_CLUSTER}) + {FDS_RESERVED}); Lambda allows "
+                f"{LAMBDA_FILE_DESCRIPTORS}: lower either"
             )
         names = [spec.name for spec in self.clusters_json]
         duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -125,17 +173,19 @@ class Settings(BaseModel):
         return self
 
     @property
-    def clusters(self) -> list[ClusterSpec]:
-        """The configured clusters (before discovery): the event's list if it has one, else the environment's.
-
-        A bare name takes its per-cluster settings from ``CLUSTERS_JSON`` when that names it too.
-        """
+    def configured(self) -> dict[str, ClusterSpec]:
+        """CLUSTER_NAMES and CLUSTERS_JSON by name, once each (a name in both: its CLUSTERS_JSON entry)."""
         by_name = {spec.name: spec for spec in self.clusters_json}
-        if self.event_clusters:
-            return [by_name.get(spec.name, spec) if spec.model_fields_set == {"name"} else spec
-                    for spec in self.event_clusters]
         merged = dict.fromkeys(self.cluster_names) | dict.fromkeys(by_name)
-        return [by_name.get(name) or ClusterSpec(name=name) for name in merged]
+        return {name: by_name.get(name) or ClusterSpec(name=name) for name in merged}
+
+    @property
+    def clusters(self) -> list[ClusterSpec]:
+        """The configured clusters to collect before discovery: those the event chose, or all of them."""
+        configured = self.configured
+        if self.requested is None:
+            return list(configured.values())
+        return [configured[name] for name in dict.fromkeys(self.requested) if name in configured]
 
     @property
     def scrape(self) -> ScrapeSettings:
@@ -147,20 +197,57 @@ class Settings(BaseModel):
 
     @property
     def discovery_enabled(self) -> bool:
-        """Whether clusters are also discovered by tag (never when the event names the clusters)."""
-        return self.discovery_tag is not None and not self.event_clusters
+        """Whether this run discovers by tag: with a tag, unless the event chose configured clusters only."""
+        if self.discovery_tag is None:
+            return False
+        return self.requested is None or any(name not in self.configured for name in self.requested)
+
+    def chosen(self, discovered: Iterable[ClusterSpec]) -> list[ClusterSpec]:
+        """The discovered clusters this run collects: those the event named (all without an event)."""
+        if self.requested is None:
+            return list(discovered)
+        return [spec for spec in discovered if spec.name in self.requested]
+
+    def check_time(self, remaining_seconds: float) -> None:
+        """``ConfigError`` unless PUBLISH_MARGIN_SECONDS leaves time to collect in the invocation."""
+        if self.publish_margin_seconds >= remaining_seconds:
+            raise ConfigError(
+                f"invalid configuration: PUBLISH_MARGIN_SECONDS: {self.publish_margin_seconds:g} s is not "
+                f"below the invocation's {remaining_seconds:.1f} s (the function's timeout): nothing could "
+                "be collected; lower it or raise the timeout"
+            )
+
+
+class EventCluster(BaseModel):
+    """A cluster a direct invoke names: its name only. How to reach it is the deployment's to say."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: ClusterName
+    region: None = None
+    role_arn: None = None
+    endpoint: None = None
+    ca_data: None = None
+
+    @field_validator(*_DEPLOYMENT_ONLY, mode="before")
+    @classmethod
+    def _refused(cls, value: Any) -> None:
+        raise ValueError(
+            "not allowed in an event: a direct invoke names configured clusters only; endpoint, CA, "
+            "role and region come from the deployment (CLUSTERS_JSON)"
+        )
 
 
 class DirectInvokeEvent(BaseModel):
-    """A direct invocation: ``{"clusters": ["name" | {ClusterSpec}, ...]}`` (``{}``: use the environment)."""
+    """A direct invocation: ``{"clusters": ["name", ...]}`` (``{"name": ...}`` items too; ``{}``: all)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    clusters: list[ClusterSpec] | None = Field(default=None, min_length=1, max_length=1000)
+    clusters: list[EventCluster] | None = Field(default=None, min_length=1, max_length=1000)
 
     @model_validator(mode="before")
     @classmethod
-    def _names_to_specs(cls, data: Any) -> Any:
+    def _names_to_items(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("clusters"), list):
             data = dict(data)
             data["clusters"] = [
@@ -175,8 +262,8 @@ class ScheduledEvent(EventBridgeModel):
     detail_type: Literal["Scheduled Event"] = Field(alias="detail-type")
 
 
-def parse_event(event: Any) -> list[ClusterSpec] | None:
-    """The clusters an event asks for (None: the configured ones); ``ConfigError`` when it is neither kind."""
+def parse_event(event: Any) -> tuple[str, ...] | None:
+    """The cluster names an event chose (None: the configured ones); ``ConfigError`` for any other event."""
     if event is None:
         return None
     if not isinstance(event, dict):
@@ -185,7 +272,7 @@ def parse_event(event: Any) -> list[ClusterSpec] | None:
         if "detail-type" in event or "source" in event:
             parse(event=event, model=ScheduledEvent)
             return None
-        return parse(event=event, model=DirectInvokeEvent).clusters
+        clusters = parse(event=event, model=DirectInvokeEvent).clusters
     except ValidationError as exc:
         raise ConfigError("invalid event: " + describe(exc)) from None
     except Exception as exc:  # Powertools wraps validation errors of some models in its own type
@@ -193,17 +280,31 @@ def parse_event(event: Any) -> list[ClusterSpec] | None:
         if isinstance(cause, ValidationError):
             raise ConfigError("invalid event: " + describe(cause)) from None
         raise ConfigError(f"invalid event: {exc}") from None
+    return None if clusters is None else tuple(cluster.name for cluster in clusters)
 
 
 def load_settings(environ: Mapping[str, str], event: Any = None) -> Settings:
-    """Validate the environment (and the event's cluster list) into ``Settings``, or raise ``ConfigError``."""
-    clusters = parse_event(event)
+    """The environment and the event's choice of clusters, validated into ``Settings``; else ``ConfigError``.
+
+    Without discovery, every name the event gives must be a configured cluster; with discovery, the
+    names it gives that are not configured select among the discovered clusters (``Settings.chosen``).
+    """
+    requested = parse_event(event)
     values = environment_values(Settings, environ)
     if "POWERTOOLS_LOG_LEVEL" in values:
         values["POWERTOOLS_LOG_LEVEL"] = values["POWERTOOLS_LOG_LEVEL"].upper()
-    values["event_clusters"] = clusters
+    values["requested"] = requested
     try:
-        return Settings.model_validate(values)
+        settings = Settings.model_validate(values)
     except ValidationError as exc:
         raise ConfigError("invalid configuration: " + describe(exc)) from None
-
+    if requested is not None and settings.discovery_tag is None:
+        configured = settings.configured
+        unknown = [f"clusters.{i}: {name!r} is not a configured cluster"
+                   for i, name in enumerate(requested) if name not in configured]
+        if unknown:
+            raise ConfigError(
+                "invalid event: " + "; ".join(unknown)
+                + " (a direct invoke chooses among CLUSTER_NAMES and CLUSTERS_JSON)"
+            )
+    return settings
