@@ -5,18 +5,26 @@ and its ETag, ``save`` writes only if the object is still the one loaded (``if_m
 ``if_match=None``, only if there is none yet; otherwise ``StateConflict``. ``S3StateStore`` does this
 with S3 conditional writes (``If-Match`` / ``If-None-Match: *``), ``InMemoryStateStore`` in a dict.
 
-``StateDocument`` is the stored body: the counter baselines (``ClusterState`` in the core's codec) and
-the *outbox*, the metric batches claimed for publishing but not yet confirmed published. Each outbox
-entry has an owner (the run publishing it) and a lease; see ``cni_metrics.collector.job`` for the protocol.
+``save_once`` is the write every caller uses: when a write's response is lost (a timeout or 5xx after
+S3 committed it, then a retry that meets its own write as a changed ETag), it re-reads the object and
+recognises its own bytes.
+
+``StateDocument`` is the stored body: the counter baselines (``ClusterState`` in the core's codec), the
+*collection lease* (the one run collecting the cluster now) and the *outbox*, the metric batches claimed
+for publishing but not yet confirmed published. Each outbox entry has an owner (the run publishing it)
+and a lease. The protocol is in docs/design/state.md; ``cni_metrics.collector.outbox`` follows it.
+Decoding is strict: a number JSON does not allow (NaN, Infinity) or one out of a float's range (1e400)
+is a ``DocumentError``, like any other corruption.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -123,6 +131,26 @@ class S3StateStore:
         return f"cannot {verb} {self.location(cluster)}: {type(exc).__name__}: {exc}"
 
 
+def save_once(store: StateStore, cluster: str, body: bytes, *, if_match: str | None) -> str:
+    """``store.save`` that recognises its own write when the response was lost; the new ETag.
+
+    After a conflict or a store error the object is read again: if it holds exactly ``body`` (every
+    document carries its writer's run id and write time, so no other write has these bytes), this write
+    landed and the stored ETag is returned. Otherwise the original ``StateConflict`` or
+    ``StateStoreError`` is raised.
+    """
+    try:
+        return store.save(cluster, body, if_match=if_match)
+    except (StateConflict, StateStoreError):
+        try:
+            stored = store.load(cluster)
+        except StateStoreError:
+            stored = None
+        if stored is not None and stored.body == body:
+            return stored.etag
+        raise
+
+
 class InMemoryStateStore:
     """The same contract in a dict (tests, the command line); ETags are a per-store sequence number."""
 
@@ -168,15 +196,27 @@ class OutboxEntry:
         return self.owner is None or self.lease_until is None or self.lease_until <= now
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The run collecting a cluster now, and until when (its invocation's end plus a clock skew)."""
+
+    owner: str
+    until: datetime
+
+    def held_by_other(self, run_id: str, now: datetime) -> bool:
+        """Whether another run still holds it at ``now``."""
+        return self.owner != run_id and now < self.until
+
+
+@dataclass(frozen=True, slots=True)
 class StateDocument:
-    """The stored body of one cluster: counter baselines (None before any success) and the outbox."""
+    """The stored body of one cluster: counter baselines (None before any success), lease and outbox."""
 
     state: ClusterState | None
     outbox: list[OutboxEntry] = field(default_factory=list)
     writer: str = ""
     written_at: datetime | None = None
-    based_on: str | None = None  # ETag of the object the baselines were computed from (None: none)
+    lease: Lease | None = None
 
 
 def encode_document(document: StateDocument) -> bytes:
@@ -196,8 +236,10 @@ def encode_document(document: StateDocument) -> bytes:
         "format": FORMAT,
         "version": VERSION,
         "writer": document.writer,
-        "based_on": document.based_on,
         "written_at": _iso(document.written_at),
+        "lease": None if document.lease is None else {
+            "owner": document.lease.owner, "until": _iso(document.lease.until)
+        },
         "state": state,
         "outbox": outbox,
     }
@@ -207,7 +249,7 @@ def encode_document(document: StateDocument) -> bytes:
 def decode_document(body: bytes) -> StateDocument:
     """Parse and validate a stored body; ``DocumentError`` says what is wrong with it."""
     try:
-        raw = json.loads(body)
+        raw = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite, parse_int=_integer)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DocumentError(f"not JSON: {exc}") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
@@ -217,18 +259,40 @@ def decode_document(body: bytes) -> StateDocument:
     try:
         state = None if raw.get("state") is None else load_state(json.dumps(raw["state"]).encode())
         outbox = [_entry(item) for item in _list(raw.get("outbox", []), "outbox")]
-        based_on = raw.get("based_on")
+        lease = _lease(raw.get("lease"))
         return StateDocument(
-            state,
-            outbox,
-            str(raw.get("writer", "")),
-            _optional_time(raw.get("written_at")),
-            None if based_on is None else str(based_on),
+            state, outbox, str(raw.get("writer", "")), _optional_time(raw.get("written_at")), lease
         )
     except StateError as exc:
         raise DocumentError(exc.reason) from None
     except (TypeError, ValueError, KeyError) as exc:
-        raise DocumentError(f"malformed outbox: {exc}") from None
+        raise DocumentError(f"malformed outbox or lease: {exc}") from None
+
+
+def _refuse_constant(token: str) -> NoReturn:
+    raise DocumentError(f"{token} is not a number (CloudWatch and the state codec refuse it)")
+
+
+def _finite(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise DocumentError(f"number {token[:40]} is out of range")
+    return value
+
+
+def _integer(token: str) -> int:
+    # beyond a float's range (float() of a string gives inf) it is no number this code writes
+    if len(token) > 400 or not math.isfinite(float(token)):
+        raise DocumentError(f"integer of {len(token)} digits is out of range")
+    return int(token)
+
+
+def _lease(raw: Any) -> Lease | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise TypeError("lease is not an object")
+    return Lease(str(raw["owner"]), _required_time(raw["until"]))
 
 
 def _entry(item: Any) -> OutboxEntry:

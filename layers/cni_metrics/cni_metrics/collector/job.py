@@ -3,7 +3,8 @@
 ``run_collection(settings, deps=..., remaining_seconds=...)`` processes the clusters (configured, or
 named by the event, plus any discovered by tag) at most ``CLUSTER_CONCURRENCY`` at a time; a cluster's
 failure is caught and reported in its ``ClusterOutcome``, never stopping the others. Per cluster: load
-the state, collect, aggregate, claim (conditional write), publish, settle: the protocol and what it
+the state and take its collection lease (or skip it: another run collects it), collect, aggregate,
+claim (conditional write), then publish and settle a step at a time: the protocol and what it
 guarantees are in docs/design/state.md.
 """
 
@@ -19,27 +20,33 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from cni_metrics.adapters.publishers import MetricBatch, Publisher
-from cni_metrics.adapters.state_store import (
-    DocumentError,
-    OutboxEntry,
-    StateConflict,
-    StateDocument,
-    StateStore,
-    StateStoreError,
-    decode_document,
-    encode_document,
-)
-from cni_metrics.collector.batch import metrics_and_state, usable
+from cni_metrics.adapters.state_store import StateConflict, StateStore, StateStoreError
+from cni_metrics.collector.batch import metrics_and_state
 from cni_metrics.collector.cluster import ClusterCollection
-from cni_metrics.collector.outbox import CLAIM_ATTEMPTS, LEASE_SKEW, read_document, settle, split_outbox
+from cni_metrics.collector.outbox import (
+    LEASE_SKEW,
+    MAX_OUTBOX_DATUMS,
+    STUCK_AFTER,
+    Busy,
+    Claimed,
+    Current,
+    Stop,
+    claim,
+    publish_steps,
+    release_lease,
+    settle,
+    take_lease,
+)
 from cni_metrics.collector.settings import ClusterSpec, Settings
-from cni_metrics.core.model import ClusterState, MetricValue
-from cni_metrics.core.reconcile import after_lost_claim
 
 logger = logging.getLogger(__name__)
 
-Status = Literal["ok", "no_aws_node_pods", "error", "superseded", "timeout", "publish_failed", "rebaselined"]
-StateOutcome = Literal["created", "updated", "merged", "unchanged", "conflict", "error", "unsettled"]
+Status = Literal[
+    "ok", "no_aws_node_pods", "error", "skipped_busy", "superseded", "timeout", "publish_failed",
+    "publish_stuck", "rebaselined",
+]
+StateOutcome = Literal["created", "updated", "unchanged", "conflict", "error", "unsettled"]
+NO_TIME = "no time left to publish before the invocation deadline"
 
 
 Collector = Callable[[ClusterSpec, float], ClusterCollection]
@@ -81,6 +88,7 @@ class ClusterOutcome:
     failures: int = 0
     published: int = 0
     pending: int = 0
+    dropped: int = 0
     state: StateOutcome = "unchanged"
     error: str | None = None
     collected_at: str | None = None
@@ -104,11 +112,14 @@ class RunSummary:
 
     @property
     def failed_everywhere(self) -> bool:
-        """Whether no cluster could be collected at all: the invocation as a whole failed.
+        """Whether no cluster could be collected and published: the invocation as a whole failed.
 
-        ``publish_failed`` does not count: those datums wait in the outbox for the next run.
+        ``publish_stuck`` counts (publishing has failed for ``STUCK_AFTER``, or datums were dropped): a
+        publish failure every cluster shares (IAM, the namespace condition) reaches the Errors alarm.
+        ``publish_failed`` does not: those datums wait in the outbox for the next run. Neither does
+        ``skipped_busy``: another run collects that cluster.
         """
-        failed = ("error", "timeout")
+        failed = ("error", "timeout", "publish_stuck")
         return bool(self.clusters) and all(outcome.status in failed for outcome in self.clusters)
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,19 +134,22 @@ class _Invocation:
     run_id: str
     lease_until: datetime
     deadline: float  # monotonic: collection must end and claims be made by then
+    publish_until: float  # monotonic: a publish step starts only before then (half the margin left)
 
 
 def run_collection(
     settings: Settings, *, deps: Deps, remaining_seconds: float, run_id: str | None = None
 ) -> RunSummary:
     """Collect and publish every cluster; ``remaining_seconds`` is the invocation's time left."""
-    deps.on_run_start(deps.monotonic() + remaining_seconds)
+    end = deps.monotonic() + remaining_seconds
+    deps.on_run_start(end)
     run = _Invocation(
         settings=settings,
         deps=deps,
         run_id=run_id or uuid.uuid4().hex,
         lease_until=deps.clock() + timedelta(seconds=remaining_seconds) + LEASE_SKEW,
-        deadline=deps.monotonic() + remaining_seconds - settings.publish_margin_seconds,
+        deadline=end - settings.publish_margin_seconds,
+        publish_until=end - settings.publish_margin_seconds / 2,
     )
     summary = RunSummary(run.run_id)
     specs = list(settings.clusters)
@@ -170,22 +184,24 @@ def _process_safely(run: _Invocation, spec: ClusterSpec) -> ClusterOutcome:
 
 def _process(run: _Invocation, spec: ClusterSpec, outcome: ClusterOutcome) -> None:
     store, cluster = run.deps.store, spec.name
-    # 1. load
+    if run.deps.monotonic() > run.deadline:
+        outcome.status, outcome.error = "timeout", NO_TIME
+        return
+    # 1. load the state and take the collection lease (another run holding it: skip, nothing is lost)
     try:
-        loaded = store.load(cluster)
+        leased = take_lease(store, cluster, run.run_id, run.lease_until, run.deps.clock)
+    except (Busy, StateConflict) as exc:  # held, or other runs' writes kept winning: they are active
+        outcome.status, outcome.error = "skipped_busy", str(exc)
+        return
     except StateStoreError as exc:
         outcome.status, outcome.state, outcome.error = "error", "error", str(exc)
         return
-    document, corrupt = read_document(loaded, store.location(cluster))
-    if corrupt:
-        outcome.error = corrupt
-    now = run.deps.clock()
-    kept, taken = split_outbox(document.outbox, now, cluster)
+    outcome.error = leased.corrupt
 
-    # 2. collect and aggregate
+    # 2. collect and aggregate against the leased baselines: no other run writes them meanwhile
     collection = run.deps.collect(spec, run.deadline)
     outcome.nodes, outcome.failures = len(collection.nodes), len(collection.failed_keys)
-    metrics, state = metrics_and_state(run.settings, collection, document.state)
+    metrics, state = metrics_and_state(run.settings, collection, leased.document.state)
     if collection.status == "error" or collection.error:
         outcome.status, outcome.error = "error", _joined(outcome.error, collection.error)
     elif collection.status == "no_aws_node_pods":
@@ -193,78 +209,91 @@ def _process(run: _Invocation, spec: ClusterSpec, outcome: ClusterOutcome) -> No
     batch = MetricBatch(f"{run.run_id}/{cluster}", collection.collected_at, tuple(metrics))
     outcome.collected_at = collection.collected_at.isoformat()
 
-    # 3. claim (after a lost race: merge this run's newer observations into the winner's state, or stop)
+    # 3. claim: new baselines and the outbox, releasing the lease
     if run.deps.monotonic() > run.deadline:
-        outcome.status, outcome.error = "timeout", "no time left to publish before the invocation deadline"
+        outcome.status, outcome.error = "timeout", NO_TIME
+        release_lease(store, cluster, run.run_id, (leased.document, leased.etag), run.deps.clock)
         return
-    etag_loaded = loaded.etag if loaded else None
-    for _ in range(CLAIM_ATTEMPTS):
-        mine = [OutboxEntry(entry.batch, run.run_id, run.lease_until) for entry in taken]
-        if batch.metrics:
-            mine.append(OutboxEntry(batch, run.run_id, run.lease_until))
-        claim = StateDocument(state, kept + mine, run.run_id, now, etag_loaded)
-        try:
-            etag = store.save(cluster, encode_document(claim), if_match=etag_loaded)
-            break
-        except StateConflict:
-            base = loaded.etag if loaded else None
-            merged = _after_conflict(run, cluster, collection, document.state, base)
-        except StateStoreError as exc:
-            outcome.status, outcome.state, outcome.error = "error", "error", str(exc)
-            return
-        if merged is None:
-            outcome.status, outcome.state = "superseded", "conflict"
-            outcome.error = "another invocation updated this cluster's state first and saw newer values"
-            return
-        etag_loaded, state, kept, taken, counters = merged
-        batch = MetricBatch(batch.id, batch.collected_at, tuple(counters))
-        outcome.state = "merged"
-    else:
-        outcome.status, outcome.state = "superseded", "conflict"
-        outcome.error = "the state kept changing under this run; the other invocations publish"
+    try:
+        claimed = claim(store, cluster, leased, run.run_id, state, batch, run.lease_until, run.deps.clock)
+    except Stop as exc:
+        outcome.status, outcome.state, outcome.error = "superseded", "conflict", str(exc)
         return
-    if outcome.state != "merged":
-        outcome.state = "created" if loaded is None else "updated"
-    if corrupt:
+    except (StateConflict, StateStoreError) as exc:
+        outcome.status, outcome.state, outcome.error = "error", "error", str(exc)
+        return
+    outcome.state = "updated" if leased.existed else "created"
+    if leased.corrupt:
         outcome.status = "rebaselined"
+    split = claimed.split
+    if split.dropped:
+        outcome.dropped = split.dropped
+        message = (
+            f"dropped {split.dropped} unpublished datums ({split.too_old} older than CloudWatch accepts, "
+            f"{split.over_cap} beyond the outbox's newest {MAX_OUTBOX_DATUMS}): they are lost"
+        )
+        logger.error("cluster %s: %s", cluster, message, extra={"cluster": cluster})
+        outcome.error = _joined(outcome.error, message)
 
-    # 4. publish
-    result = run.deps.publisher.publish(cluster, [entry.batch for entry in mine])
-    outcome.published = result.published
-    outcome.pending = sum(len(b.metrics) for b in result.unpublished)
-    if not result.complete:
+    # 4 and 5. publish and settle, a step at a time
+    _publish_and_settle(run, cluster, claimed, outcome)
+
+
+def _publish_and_settle(run: _Invocation, cluster: str, claimed: Claimed, outcome: ClusterOutcome) -> None:
+    """Publish this run's entries in steps of one PutMetricData call, settling after each, so that a run
+    killed mid-publish leaves at most one step published and unsettled (docs/design/state.md)."""
+    current: Current = (claimed.document, claimed.etag)
+    steps = publish_steps(claimed.mine)
+    released: list[MetricBatch] = []
+    for index, step in enumerate(steps):
+        if run.deps.monotonic() > run.publish_until:
+            late = [batch for rest in steps[index:] for batch in rest]
+            done: set[str] = set()
+            released += late
+            outcome.error = _joined(outcome.error, f"{NO_TIME}: the next run publishes the rest")
+        else:
+            late = []
+            result = run.deps.publisher.publish(cluster, step)
+            outcome.published += result.published
+            released += result.unpublished
+            done = {batch.id for batch in step}
+            outcome.error = _joined(outcome.error, result.error)
+        try:
+            current = settle(
+                run.deps.store, cluster, run.run_id, current,
+                published=done, released=released, clock=run.deps.clock,
+            )
+        except (Stop, StateConflict, StateStoreError) as exc:
+            outcome.state = "unsettled"
+            logger.error(
+                "cluster %s: could not settle the outbox (%s); the datums of this step are published "
+                "again after the lease", cluster, exc, extra={"cluster": cluster},
+            )
+            released += [batch for rest in steps[index + 1:] for batch in rest]
+            break
+        if late:
+            break
+    outcome.pending = sum(len(batch.metrics) for batch in released)
+    _publish_status(run, cluster, released, outcome)
+
+
+def _publish_status(
+    run: _Invocation, cluster: str, released: list[MetricBatch], outcome: ClusterOutcome
+) -> None:
+    """``publish_stuck`` when datums were dropped or some are unpublished for ``STUCK_AFTER``;
+    ``publish_failed`` when some wait for the next run."""
+    oldest = min((batch.collected_at for batch in released if batch.metrics), default=None)
+    stuck_since = oldest if oldest is not None and run.deps.clock() - oldest > STUCK_AFTER else None
+    if outcome.dropped or stuck_since is not None:
+        outcome.status = "publish_stuck"
+        if stuck_since is not None:
+            message = f"publishing has failed since {stuck_since.isoformat()}"
+            outcome.error = _joined(outcome.error, message)
+            logger.error("cluster %s: %s", cluster, message, extra={"cluster": cluster})
+    elif outcome.pending:
         outcome.status = "publish_failed"
-        outcome.error = _joined(outcome.error, result.error)
-
-    # 5. settle
-    if mine and not settle(store, cluster, run.run_id, etag, claim, result, run.deps.clock):
-        outcome.state = "unsettled"
 
 
 def _joined(first: str | None, second: str | None) -> str | None:
     """Both messages when there are two (a corrupt state and a failed collection, say)."""
     return "; ".join(message for message in (first, second) if message) or None
-
-
-def _after_conflict(
-    run: _Invocation, cluster: str, collection: ClusterCollection, previous: ClusterState | None,
-    base: str | None,
-) -> tuple[str, ClusterState, list[OutboxEntry], list[OutboxEntry], list[MetricValue]] | None:
-    """Another run claimed first: (ETag, merged state, kept and taken-over outbox, counter datums) this
-    run may still add (``cni_metrics.core.reconcile``), or None (then it publishes nothing)."""
-    try:
-        reloaded = run.deps.store.load(cluster)
-        document = decode_document(reloaded.body) if reloaded else None
-    except (StateStoreError, DocumentError):
-        return None
-    if reloaded is None or document is None or document.state is None or not usable(collection):
-        return None
-    merged = after_lost_claim(
-        collection.nodes, collection.collected_at, previous, document.state,
-        same_base=previous is not None and base is not None and document.based_on == base,
-        exhaustion_threshold_pct=run.settings.exhaustion_threshold_pct,
-    )
-    if merged is None:
-        return None
-    kept, taken = split_outbox(document.outbox, run.deps.clock(), cluster)
-    return reloaded.etag, merged[0], kept, taken, merged[1]
