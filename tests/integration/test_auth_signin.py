@@ -3,9 +3,14 @@ identities, AssumeRole, and no token or secret in logs, errors or results."""
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import socket
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
@@ -164,3 +169,79 @@ def test_nothing_sensitive_in_logs_errors_or_results(
     for secret in secrets:
         assert secret
         assert secret not in text
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[str, list[bytes]]]:
+    """A plain TCP listener on 127.0.0.1: (its http:// URL, what each connection to it sent)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.settimeout(1)
+            try:
+                received.append(conn.recv(65536))
+            except OSError:
+                received.append(b"")
+            conn.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", received
+    server.close()
+
+
+def test_configured_plain_http_endpoint_gets_no_token(
+    eks: RunningFakeEks, listener: tuple[str, list[bytes]]
+) -> None:
+    # given a target configured with an http:// endpoint (and the cluster's real CA)
+    url, received = listener
+    target = _target(eks, "auth-ok", endpoint=url, ca_data=eks.ca_pem("auth-ok"))
+    # when it is collected
+    result = _collect(eks, target)
+    # then it fails with an error naming the problem, and the endpoint never saw a connection
+    assert result.status == "error"
+    assert "not an https:// URL" in (result.error or "")
+    time.sleep(0.2)
+    assert received == []
+
+
+def test_describe_cluster_answering_plain_http_gets_no_token(
+    eks: RunningFakeEks, listener: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given an EKS API whose DescribeCluster names an http:// endpoint
+    url, received = listener
+    ca = base64.b64encode(eks.ca_pem("auth-ok").encode()).decode()
+    answer = {"cluster": {"name": "auth-ok", "endpoint": url, "status": "ACTIVE",
+                          "certificateAuthority": {"data": ca}}}
+
+    class DescribeCluster(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+    api = ThreadingHTTPServer(("127.0.0.1", 0), DescribeCluster)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EKS", f"http://127.0.0.1:{api.server_address[1]}")
+    try:
+        # when the cluster is collected
+        result = _collect(eks, _target(eks, "auth-ok"))
+    finally:
+        api.shutdown()
+        api.server_close()
+    # then it fails with an error naming the problem, and the endpoint never saw a connection
+    assert result.status == "error"
+    assert "not an https:// URL" in (result.error or "")
+    time.sleep(0.2)
+    assert received == []

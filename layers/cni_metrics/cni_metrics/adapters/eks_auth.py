@@ -1,13 +1,16 @@
 """Signing in to EKS clusters: endpoint and CA, bearer tokens, cross-account roles.
 
 - The cluster endpoint and CA come from the target itself or from ``eks:DescribeCluster`` (cached across
-  warm invocations).
+  warm invocations). An endpoint that is not ``https://`` is refused wherever it comes from: a bearer
+  token never goes over plain HTTP.
 - A bearer token is a presigned STS ``GetCallerIdentity`` URL (``x-k8s-aws-id`` signed in), always for the
   regional host ``https://sts.<region>.amazonaws.com/``: signing is offline, so the STS endpoint the AWS
   configuration points at (``AWS_ENDPOINT_URL_STS``) never changes the token.
 - An optional role ARN is assumed through the configured STS endpoint; its credentials are used until
   15 minutes before they expire, so a token made from them (reused at most 14 minutes) never outlives them.
 
+AWS calls go through clients of the session given (an assumed role's credentials are passed to
+``session.client``), so the handlers registered on it (the run's deadline, ``aws_clients``) bound them.
 Tokens and credentials never appear in reprs, logs or error messages.
 """
 
@@ -20,6 +23,7 @@ import os
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -165,6 +169,8 @@ _CLUSTER_INFO_LOCK = threading.Lock()
 
 def resolve_endpoint(target: ClusterTarget, session: boto3.Session) -> ClusterEndpoint:
     """The target's API server URL and CA: from the target when given, else DescribeCluster (cached)."""
+    if target.endpoint:
+        https_only(target.name, target.endpoint)
     if target.endpoint and target.ca_data:
         return ClusterEndpoint(target.endpoint.rstrip("/"), decode_ca(target.name, target.ca_data))
     key = _info_key(target)
@@ -181,6 +187,16 @@ def resolve_endpoint(target: ClusterTarget, session: boto3.Session) -> ClusterEn
     return cached
 
 
+def https_only(cluster: str, endpoint: str) -> None:
+    """Refuse an API server endpoint a bearer token must not be sent to: anything but ``https://host``."""
+    parts = urllib.parse.urlsplit(endpoint)
+    if parts.scheme != "https" or not parts.hostname:
+        shown = f"{parts.scheme}://{parts.hostname}" if parts.scheme else "(no scheme)"
+        raise ClusterAccessError(
+            f"endpoint of cluster {cluster} is not an https:// URL ({shown}): no bearer token is sent to it"
+        )
+
+
 def forget_endpoint(target: ClusterTarget) -> None:
     """Drop the cached DescribeCluster answer of ``target`` (after a failure: the cluster may be new)."""
     with _CLUSTER_INFO_LOCK:
@@ -193,16 +209,19 @@ def _info_key(target: ClusterTarget) -> tuple[str, str, str | None, str]:
     return (target.region, target.name, target.role_arn, eks_api)
 
 
-def _describe_cluster(target: ClusterTarget, session: boto3.Session) -> ClusterEndpoint:
+def client_for(target: ClusterTarget, session: boto3.Session, service: str, config: Config) -> Any:
+    """A client of ``service`` in the target's region and account (through its role when it has one),
+    made by ``session`` so that it carries the session's event handlers."""
+    keys: dict[str, str | None] = {}
     if target.role_arn is not None:
         creds = credentials_for(target, session)
-        session = boto3.Session(
-            aws_access_key_id=creds.access_key,
-            aws_secret_access_key=creds.secret_key,
-            aws_session_token=creds.token,
-            region_name=target.region,
-        )
-    eks: Any = session.client("eks", region_name=target.region, config=_AUTH_CLIENT_CONFIG)
+        keys = {"aws_access_key_id": creds.access_key, "aws_secret_access_key": creds.secret_key,
+                "aws_session_token": creds.token}
+    return session.client(service, region_name=target.region, config=config, **keys)  # type: ignore[call-overload]
+
+
+def _describe_cluster(target: ClusterTarget, session: boto3.Session) -> ClusterEndpoint:
+    eks = client_for(target, session, "eks", _AUTH_CLIENT_CONFIG)
     try:
         cluster = eks.describe_cluster(name=target.name)["cluster"]
     except (ClientError, BotoCoreError) as exc:
@@ -213,6 +232,7 @@ def _describe_cluster(target: ClusterTarget, session: boto3.Session) -> ClusterE
         raise ClusterAccessError(
             f"cluster {target.name} has no endpoint or CA yet (status {cluster.get('status', '?')})"
         )
+    https_only(target.name, str(endpoint))
     return ClusterEndpoint(str(endpoint).rstrip("/"), decode_ca(target.name, str(ca_data)))
 
 

@@ -2,7 +2,9 @@
 
 - Nodes (``GET /api/v1/nodes``, RBAC ``list nodes``): zone (``topology.kubernetes.io/zone``) and instance
   type (``node.kubernetes.io/instance-type``) per node name, asked as metadata only
-  (``PartialObjectMetadataList``: a Node object with its images and conditions is several KB).
+  (``PartialObjectMetadataList``: a whole Node object, images, conditions and managedFields included, is
+  about 10 KB of JSON and 40 KB of Python objects) in pages of 500, each reduced to those two labels
+  before the next is read: memory stays at one page, whatever the cluster's size (``make bench``, nodes).
 - ENIConfigs (``GET /apis/crd.k8s.amazonaws.com/v1alpha1/eniconfigs``, RBAC ``list eniconfigs``): the
   subnets of custom networking; a cluster without the CRD (404) has none.
 - Subnets: the cluster's (``eks:DescribeCluster`` ``resourcesVpcConfig.subnetIds``) and the ENIConfigs',
@@ -12,12 +14,15 @@
 ``read_sources`` never raises: each part that fails is reported in ``errors`` and left empty (None for
 subnets), so a missing permission costs only the numbers that need it. ``start_reading`` runs it in a
 thread while the nodes are scraped (the AWS clients are made first, in the caller's thread: boto3
-sessions are not thread-safe) and gives the result by the collection's deadline.
+sessions are not thread-safe) and gives the result by the collection's deadline. The thread itself ends
+by that deadline too: each Kubernetes request's timeouts are cut to the time left and no request starts
+after it, and the EKS and EC2 clients carry the deadline (``aws_clients.Deadline``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -30,7 +35,8 @@ from kubernetes.client.api_client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from cni_metrics.adapters.eks_auth import ClusterAccessError, ClusterTarget, credentials_for
+from cni_metrics.adapters.aws_clients import Deadline
+from cni_metrics.adapters.eks_auth import ClusterAccessError, ClusterTarget, client_for
 from cni_metrics.adapters.kube import get_json
 from cni_metrics.capacity.core import Subnet
 
@@ -38,6 +44,7 @@ ZONE_LABELS = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io
 INSTANCE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
 ENICONFIG_PATH = "/apis/crd.k8s.amazonaws.com/v1alpha1/eniconfigs"
 PAGE_SIZE = 500
+MIN_REQUEST_SECONDS = 0.05
 _SOURCE_CLIENT_CONFIG = Config(
     connect_timeout=3, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"}
 )
@@ -64,55 +71,80 @@ class CapacitySources:
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 
-def _list_all(api: ApiClient, path: str, timeout: tuple[float, float], accept: str = "application/json"
-              ) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
+class OutOfTime(TimeoutError):
+    """The collection's deadline passed before a Kubernetes request could start."""
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Per-request Kubernetes timeouts, cut to the time left before ``deadline`` (on ``clock``)."""
+
+    timeout: tuple[float, float]
+    deadline: float | None = None
+    clock: Callable[[], float] = time.monotonic
+
+    def next(self) -> tuple[float, float]:
+        """The (connect, read) timeouts of the next request; ``OutOfTime`` when none is left."""
+        if self.deadline is None:
+            return self.timeout
+        remaining = self.deadline - self.clock()
+        if remaining <= MIN_REQUEST_SECONDS:
+            raise OutOfTime("the collection's deadline passed")
+        return (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
+
+
+def _pages(api: ApiClient, path: str, budget: Budget, accept: str = "application/json"
+           ) -> Iterator[list[dict[str, Any]]]:
+    """The items of a list, page by page (``limit``/``continue``)."""
     token: str | None = None
     while True:
         query: list[tuple[str, str | int]] = [("limit", PAGE_SIZE)]
         if token:
             query.append(("continue", token))
-        page = get_json(api, path, query, timeout, accept)
-        items.extend(page.get("items") or ())
+        page = get_json(api, path, query, budget.next(), accept)
+        yield page.get("items") or []
         token = (page.get("metadata") or {}).get("continue") or None
         if token is None:
-            return items
+            return
 
 
 def _label(labels: dict[str, str], keys: tuple[str, ...]) -> str | None:
     return next((labels[key] for key in keys if labels.get(key)), None)
 
 
-def list_nodes(api: ApiClient, timeout: tuple[float, float]) -> dict[str, NodeInfo]:
-    """Zone and instance type of every node, by node name."""
+def list_nodes(api: ApiClient, budget: Budget) -> dict[str, NodeInfo]:
+    """Zone and instance type of every node, by node name (metadata only, one page in memory at a time)."""
     out = {}
-    for item in _list_all(api, "/api/v1/nodes", timeout, METADATA_ONLY):
-        metadata = item.get("metadata") or {}
-        labels = metadata.get("labels") or {}
-        info = NodeInfo(_label(labels, ZONE_LABELS), _label(labels, INSTANCE_TYPE_LABELS))
-        out[str(metadata.get("name"))] = info
+    for items in _pages(api, "/api/v1/nodes", budget, METADATA_ONLY):
+        for item in items:
+            metadata = item.get("metadata") or {}
+            labels = metadata.get("labels") or {}
+            info = NodeInfo(_label(labels, ZONE_LABELS), _label(labels, INSTANCE_TYPE_LABELS))
+            out[str(metadata.get("name"))] = info
     return out
 
 
-def eniconfig_subnets(api: ApiClient, timeout: tuple[float, float]) -> set[str]:
+def eniconfig_subnets(api: ApiClient, budget: Budget) -> set[str]:
     """Subnet IDs named by ENIConfig objects (none when the CRD is not installed)."""
+    subnets = set()
     try:
-        items = _list_all(api, ENICONFIG_PATH, timeout)
+        for items in _pages(api, ENICONFIG_PATH, budget):
+            subnets |= {str(i["spec"]["subnet"]) for i in items if (i.get("spec") or {}).get("subnet")}
     except ApiException as exc:
         if exc.status == 404:
             return set()
         raise
-    return {str(item["spec"]["subnet"]) for item in items if (item.get("spec") or {}).get("subnet")}
+    return subnets
 
 
-def aws_clients(target: ClusterTarget, session: boto3.Session) -> tuple[Any, Any]:
-    """EKS and EC2 clients in the cluster's account (through its role when it has one)."""
-    if target.role_arn is not None:
-        creds = credentials_for(target, session)
-        session = boto3.Session(aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
-                                aws_session_token=creds.token, region_name=target.region)
-    return (session.client("eks", region_name=target.region, config=_SOURCE_CLIENT_CONFIG),
-            session.client("ec2", region_name=target.region, config=_SOURCE_CLIENT_CONFIG))
+def aws_clients(target: ClusterTarget, session: boto3.Session, deadline: Deadline) -> tuple[Any, Any]:
+    """EKS and EC2 clients in the cluster's account (through its role when it has one), bounded by the
+    session's handlers and by ``deadline``."""
+    clients = (client_for(target, session, "eks", _SOURCE_CLIENT_CONFIG),
+               client_for(target, session, "ec2", _SOURCE_CLIENT_CONFIG))
+    for client in clients:
+        deadline.bind(client.meta.events, (client.meta.service_model.service_id.hyphenize(),))
+    return clients
 
 
 def cluster_subnet_ids(eks: Any, cluster: str) -> set[str]:
@@ -134,7 +166,7 @@ def describe_subnets(ec2: Any, ids: set[str]) -> list[Subnet]:
 
 
 def read_sources(api: ApiClient, clients: tuple[Any, Any] | None, cluster: str,
-                 timeout: tuple[float, float], into: CapacitySources | None = None) -> CapacitySources:
+                 budget: Budget, into: CapacitySources | None = None) -> CapacitySources:
     """Nodes, ENIConfig subnets and subnet headroom; failures are reported in ``errors``, never raised.
 
     ``clients``: EKS and EC2 clients (None when they could not be made: no subnet numbers). ``into``: the
@@ -142,12 +174,12 @@ def read_sources(api: ApiClient, clients: tuple[Any, Any] | None, cluster: str,
     """
     sources = into if into is not None else CapacitySources()
     try:
-        sources.nodes = list_nodes(api, timeout)
+        sources.nodes = list_nodes(api, budget)
     except (ApiException, HTTPError, OSError, ValueError) as exc:
         sources.errors.append(f"listing nodes: {_error_text(exc)}")
     custom: set[str] = set()
     try:
-        custom = eniconfig_subnets(api, timeout)
+        custom = eniconfig_subnets(api, budget)
     except (ApiException, HTTPError, OSError, ValueError, KeyError, TypeError) as exc:
         sources.errors.append(f"listing ENIConfigs: {_error_text(exc)}")
     if clients is None:
@@ -175,13 +207,13 @@ def start_reading(
     errors: list[str] = []
     clients: tuple[Any, Any] | None = None
     try:
-        clients = aws_clients(target, session)
+        clients = aws_clients(target, session, Deadline(deadline, clock=clock))
     except (ClusterAccessError, ClientError, BotoCoreError) as exc:
         errors.append(f"reading subnets: {_error_text(exc)}")
     api = make_api()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"capacity-{target.name}")
     partial = CapacitySources()
-    future = pool.submit(read_sources, api, clients, target.name, timeout, partial)
+    future = pool.submit(read_sources, api, clients, target.name, Budget(timeout, deadline, clock), partial)
     pool.shutdown(wait=False)
 
     def result() -> CapacitySources:

@@ -1,4 +1,9 @@
-"""The collector's production wiring: S3 state store, the configured publisher, collection, discovery."""
+"""The collector's production wiring: S3 state store, the configured publisher, collection, discovery.
+
+Every AWS call a run makes (S3 state, CloudWatch, tag discovery, and through the per-collection session
+DescribeCluster, AssumeRole, DescribeCluster/DescribeSubnets for capacity) is bounded by the run's end:
+``Deps.on_run_start`` sets one ``Deadline`` that all their clients carry (``adapters.aws_clients``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from cni_metrics.adapters.aws_clients import Deadline
 from cni_metrics.adapters.eks_auth import ClusterTarget
 from cni_metrics.adapters.eks_clusters import tagged_clusters
 from cni_metrics.adapters.publishers import EmfPublisher, Publisher, PutMetricDataPublisher
@@ -18,37 +24,57 @@ from cni_metrics.collector.settings import ClusterSpec, Settings
 
 logger = logging.getLogger(__name__)
 
+# AWS calls end this long before the invocation does: the handler logs and returns its summary meanwhile.
+CALLS_END_BEFORE_SECONDS = 1.0
+# botocore's defaults are 60 s each: far more than a run keeps back for publishing.
+CONNECT_TIMEOUT_SECONDS = 2.0
+READ_TIMEOUT_SECONDS = 10.0
+
 
 def build_deps(settings: Settings, *, session: boto3.Session | None = None) -> Deps:
     """The production wiring: S3 state store, the configured publisher, ``collect_cluster``, tag discovery.
 
     Endpoints and credentials come from the usual AWS configuration (``AWS_ENDPOINT_URL_<SERVICE>``
-    included), which is how the demo and the tests point the job at local stand-ins.
+    included), which is how the demo and the tests point the job at local stand-ins. A given ``session``
+    gets the run deadline's handlers registered on its events.
     """
+    deadline = Deadline()
     session = session or boto3.Session(region_name=settings.region)
+    deadline.bind(session.events)
     region = settings.region or session.region_name
-    s3 = session.client("s3", config=Config(retries={"mode": "standard"}))
+    s3 = session.client("s3", config=_config({"mode": "standard"}))
     store = S3StateStore(s3, settings.state_bucket, settings.state_prefix)
     publisher: Publisher
     if settings.publish_mode == "emf":
         publisher = EmfPublisher(settings.namespace)
     else:
         # total_max_attempts counts the first attempt too (max_attempts would count retries only).
-        attempts = settings.publish_max_attempts
-        retries: Any = {"mode": settings.publish_retry_mode, "total_max_attempts": attempts}
-        cloudwatch = session.client("cloudwatch", config=Config(retries=retries))
+        retries = {"mode": settings.publish_retry_mode, "total_max_attempts": settings.publish_max_attempts}
+        cloudwatch = session.client("cloudwatch", config=_config(retries))
         publisher = PutMetricDataPublisher(cloudwatch, settings.namespace)
-    return Deps(store, publisher, collect=_collector(settings, region), discover=_discoverer(session, region))
+
+    def on_run_start(end: float) -> None:
+        deadline.set(end - CALLS_END_BEFORE_SECONDS)
+
+    return Deps(
+        store, publisher, collect=_collector(settings, region, deadline),
+        discover=_discoverer(session, region), on_run_start=on_run_start,
+    )
 
 
-def _collector(settings: Settings, region: str | None) -> Collector:
-    def collect(spec: ClusterSpec, deadline: float) -> ClusterCollection:
+def _config(retries: Any) -> Config:
+    return Config(connect_timeout=CONNECT_TIMEOUT_SECONDS, read_timeout=READ_TIMEOUT_SECONDS, retries=retries)
+
+
+def _collector(settings: Settings, region: str | None, deadline: Deadline) -> Collector:
+    def collect(spec: ClusterSpec, until: float) -> ClusterCollection:
         target_region = spec.region or region
         if target_region is None:
             return _no_region(spec)
         target = ClusterTarget(spec.name, target_region, spec.role_arn, spec.endpoint, spec.ca_data)
         # A session per collection: boto3 sessions are not thread-safe, clusters run in threads.
-        return collect_cluster(target, scrape=settings.scrape, deadline=deadline)
+        session = deadline.session(region_name=target_region)
+        return collect_cluster(target, session=session, scrape=settings.scrape, deadline=until)
 
     return collect
 
@@ -60,7 +86,7 @@ def _no_region(spec: ClusterSpec) -> ClusterCollection:
 
 def _discoverer(session: boto3.Session, region: str | None) -> Discoverer:
     def discover(tag: tuple[str, str]) -> list[ClusterSpec]:
-        eks: Any = session.client("eks", region_name=region)
+        eks: Any = session.client("eks", region_name=region, config=_config({"mode": "standard"}))
         found = [ClusterSpec(name=name, region=region) for name in tagged_clusters(eks, tag)]
         logger.info("discovered %d clusters tagged %s=%s", len(found), *tag)
         return found
