@@ -202,7 +202,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, moto_url: str, proxy: CountingProxy,
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     # crhelper sets the root and boto loggers' levels: put them back after the test
-    for name in ("", "boto", "boto3", "botocore", "urllib3"):
+    for name in ("", "boto", "boto3", "botocore", "urllib3", "crhelper"):
         monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
     handler._helper.cache_clear()
     return boto3.client("cloudwatch", region_name=REGION, endpoint_url=moto_url)
@@ -510,6 +510,57 @@ def test_answers_failed_before_the_lambda_timeout(aws: Any, cfn_endpoint: CfnEnd
     worker.join(timeout=30)
     cfn_endpoint.next(timeout=10)  # the late failure answer once CloudWatch gave up
     slow.shutdown()
+
+
+def test_debug_logging_never_shows_the_presigned_response_url(
+        aws: Any, cfn_endpoint: CfnEndpoint, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    # given LogLevel=DEBUG (the template passes it as POWERTOOLS_LOG_LEVEL) and every record captured
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
+    caplog.set_level(logging.DEBUG)
+    signature = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=" + "5e" * 32
+    events = [cfn_event("Create", cfn_endpoint, PROPS),
+              cfn_event("Create", cfn_endpoint, {**PROPS, "Clusters": "not ok"}),  # fails: crhelper logs it
+              cfn_event("Delete", cfn_endpoint, PROPS, "cni-stack")]
+    for event in events:
+        event["ResponseURL"] = event["ResponseURL"].split("?")[0] + "?" + signature
+    # when a Create, a failing Create and a Delete are handled
+    for event in events:
+        handler.handle(event, FakeContext())
+    # then each was answered at its pre-signed URL
+    answers = [cfn_endpoint.next() for _ in events]
+    assert [a["body"]["Status"] for a in answers] == ["SUCCESS", "FAILED", "SUCCESS"]
+    assert [a["path"] for a in answers] == [urllib.parse.urlsplit(e["ResponseURL"]).path + "?" + signature
+                                            for e in events]
+    # and the function's own code logged at DEBUG, yet no record nor any output holds the URL or a signature
+    assert logging.getLogger("cni_metrics.dashboard.handler").isEnabledFor(logging.DEBUG)
+    out, err = capfd.readouterr()
+    logged = "\n".join([caplog.text, *(r.getMessage() for r in caplog.records), out, err])
+    for event in events:
+        assert urllib.parse.urlsplit(event["ResponseURL"]).path not in logged
+    assert "X-Amz-Signature" not in logged
+    assert "5e" * 32 not in logged
+
+
+def test_delete_removes_only_the_alarms_carrying_the_sets_marker(aws: Any, cfn_endpoint: CfnEndpoint) -> None:
+    # given a set with alarms, and two alarms of somebody else under the same name prefix (no marker)
+    handler.handle(cfn_event("Create", cfn_endpoint, PROPS), FakeContext())
+    assert cfn_endpoint.next()["body"]["Status"] == "SUCCESS"
+    foreign = {"Namespace": "Kubernetes", "MetricName": "ipUtilization", "Statistic": "Maximum",
+               "Period": 300, "EvaluationPeriods": 1, "Threshold": 50.0,
+               "ComparisonOperator": "GreaterThanThreshold"}
+    aws.put_metric_alarm(AlarmName="cni-stack/alpha/team-watch", AlarmDescription="the team's own", **foreign)
+    aws.put_metric_alarm(AlarmName="cni-stack/other/ip-utilization", **foreign)
+    assert len(alarm_names(aws)) == 14
+    # when an Update drops a cluster, then the stack is deleted
+    handler.handle(cfn_event("Update", cfn_endpoint, {**PROPS, "Clusters": "alpha"}, "cni-stack", PROPS),
+                   FakeContext())
+    assert cfn_endpoint.next()["body"]["Status"] == "SUCCESS"
+    assert len(alarm_names(aws)) == 8
+    handler.handle(cfn_event("Delete", cfn_endpoint, PROPS, "cni-stack"), FakeContext())
+    assert cfn_endpoint.next()["body"]["Status"] == "SUCCESS"
+    # then the set's alarms are gone and the foreign ones survived both
+    assert alarm_names(aws) == ["cni-stack/alpha/team-watch", "cni-stack/other/ip-utilization"]
 
 
 # ----------------------------------------------------------------------------- CLI and rendering

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from cni_metrics.dashboard.alarms import AlarmOptions, alarm_prefix, desired_alarms, differs
+from cni_metrics.dashboard.alarms import AlarmOptions, alarm_marker, alarm_prefix, desired_alarms, differs
 from cni_metrics.dashboard.settings import load_dashboard_settings
 from cni_metrics.settings_fields import ConfigError
 
@@ -46,11 +46,18 @@ def test_defaults_and_clusters_json_names() -> None:
         ({"CLUSTERS_JSON": "{"}, "not JSON"),
         ({"CLUSTERS_JSON": '{"name": "a"}'}, "list of objects"),
         ({"AWS_REGION": ""}, "AWS_REGION"),
+        ({"METRICS_NAMESPACE": "AWS/Lambda"}, "METRICS_NAMESPACE: must not start with 'AWS/'"),
     ],
 )
 def test_bad_settings_are_refused(env: dict[str, str], problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         load_dashboard_settings({**ENV, **env})
+
+
+def test_a_reserved_namespace_given_as_a_property_is_refused_too() -> None:
+    # given the custom resource's Namespace property naming an AWS namespace
+    with pytest.raises(ConfigError, match="METRICS_NAMESPACE: must not start with 'AWS/'"):
+        load_dashboard_settings(ENV, {"Namespace": "AWS/EKS"})
 
 
 def test_discovery_tag_is_parsed() -> None:
@@ -77,6 +84,9 @@ def test_six_alarms_per_cluster_named_under_the_set_prefix() -> None:
         "hoursToIPExhaustion", "LessThanThreshold", 24.0)
     assert exhaustion["TreatMissingData"] == "notBreaching"
     assert alarms["cni/a/no-available-ips"]["Statistic"] == "Sum"
+    # and every one carries the set's managed marker, which another set's does not contain
+    assert all(alarm_marker("cni") in a["AlarmDescription"] for a in alarms.values())
+    assert all(alarm_marker("cn") not in a["AlarmDescription"] for a in alarms.values())
 
 
 def test_alarms_without_topic_have_no_actions() -> None:

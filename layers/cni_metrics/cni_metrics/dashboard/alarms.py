@@ -1,7 +1,8 @@
 """Per-cluster alarms: what should exist (pure) and keeping CloudWatch in step.
 
-Alarm names are ``{set}/{cluster}/{kind}``; dashboard names cannot hold ``/``, so the prefix
-``{set}/`` only ever matches this set's alarms. Per cluster:
+Alarm names are ``{set}/{cluster}/{kind}`` and every description carries ``alarm_marker(set)``. An alarm
+is this set's only with both: the name prefix ``{set}/`` alone is anybody's to use, so reconciliation
+never deletes (nor counts as its own) an alarm without the marker. Per cluster:
 
 - ``ip-utilization``: Maximum ipUtilization > threshold for ``periods`` periods of 5 minutes; missing
   data keeps the current state.
@@ -43,6 +44,11 @@ def alarm_prefix(name: str) -> str:
     return f"{name}/"
 
 
+def alarm_marker(name: str) -> str:
+    """Text the description of every alarm of the set ``name`` carries (its managed marker)."""
+    return f"{MANAGED_BY} (set {name})."
+
+
 def desired_alarms(clusters: Iterable[str], options: AlarmOptions) -> dict[str, dict[str, Any]]:
     """PutMetricAlarm arguments by alarm name, for every cluster (sorted, de-duplicated)."""
     alarms: dict[str, dict[str, Any]] = {}
@@ -67,7 +73,7 @@ def desired_alarms(clusters: Iterable[str], options: AlarmOptions) -> dict[str, 
             actions = [options.topic_arn] if options.topic_arn else []
             alarms[name] = {
                 "AlarmName": name,
-                "AlarmDescription": f"{cluster}: {what}. {MANAGED_BY} (set {options.name}).",
+                "AlarmDescription": f"{cluster}: {what}. {alarm_marker(options.name)}",
                 "Namespace": options.namespace,
                 "MetricName": metric,
                 "Dimensions": [{"Name": DIMENSION, "Value": cluster}],
@@ -115,6 +121,8 @@ def reconcile_alarms(cloudwatch: Any, name: str, wanted: Mapping[str, dict[str, 
                      out_of_time: Callable[[], bool] = lambda: False) -> AlarmChanges:
     """Make the set's alarms equal to ``wanted``: put what differs, delete what is no longer wanted.
 
+    Only alarms carrying the set's marker are its own: others under the same prefix are never deleted
+    (one bearing a name the set wants is put over, as the set's).
     PutMetricAlarm is throttled at a few calls per second, so a first run over a large fleet can take
     minutes: once ``out_of_time()`` the remaining puts are left ``pending`` for the next run (stale
     alarms are deleted first, in batches of 100).
@@ -124,7 +132,8 @@ def reconcile_alarms(cloudwatch: Any, name: str, wanted: Mapping[str, dict[str, 
         AlarmNamePrefix=alarm_prefix(name), AlarmTypes=["MetricAlarm"]
     ):
         for alarm in page.get("MetricAlarms", []):
-            current[alarm["AlarmName"]] = alarm
+            if alarm_marker(name) in (alarm.get("AlarmDescription") or ""):
+                current[alarm["AlarmName"]] = alarm
     changes = AlarmChanges(put=[], unchanged=[], deleted=sorted(set(current) - set(wanted)), pending=[])
     for batch in _batches(changes.deleted, 100):
         cloudwatch.delete_alarms(AlarmNames=batch)

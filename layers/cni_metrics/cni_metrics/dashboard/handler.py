@@ -1,7 +1,9 @@
 """Event routing of the dashboard function: custom resource, schedule, direct invoke.
 
 - CloudFormation custom resource (``RequestType`` + ``ResponseURL``): crhelper answers CloudFormation
-  in every case (failure and its own imminent timeout included). Create/Update put the set named by
+  in every case (failure and its own imminent timeout included). The ResponseURL is pre-signed (whoever
+  holds it can answer for the stack) and crhelper logs it, and the whole event, at DEBUG: its loggers
+  stay at INFO or above whatever the log level. Create/Update put the set named by
   the ``DashboardName`` property (else DASHBOARD_NAME) and answer with that name as the physical id;
   Delete removes the set its physical id names (so a rename's cleanup Delete removes the old set).
   Properties override the environment (see ``settings``).
@@ -57,13 +59,17 @@ def _clusters_for(settings: DashboardSettings) -> list[str]:
 @cache
 def _helper() -> CfnResource:
     """The crhelper dispatcher. AWS_CA_BUNDLE, when set, verifies the response URL's TLS certificate."""
+    level = os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO").upper()
     helper = CfnResource(
         json_logging=False,
-        log_level=os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO"),
+        log_level=level,
         sleep_on_delete=0,
         # crhelper's stub says bool, but its code also takes a CA file path (load_verify_locations).
         ssl_verify=os.environ.get("AWS_CA_BUNDLE") or None,  # type: ignore[arg-type]
     )
+    # crhelper sets the root logger to ``level``; its own DEBUG records carry the pre-signed ResponseURL.
+    numeric = logging.getLevelNamesMapping().get(level, logging.INFO)
+    logging.getLogger("crhelper").setLevel(max(logging.INFO, numeric))
 
     @helper.create
     @helper.update

@@ -17,6 +17,7 @@ from cni_metrics.dashboard.alarms import AlarmOptions
 from cni_metrics.dashboard.body import MAX_CLUSTERS_PER_DASHBOARD, DashboardOptions
 from cni_metrics.settings_fields import (
     ConfigError,
+    Namespace,
     Tag,
     describe,
     environment_values,
@@ -79,7 +80,7 @@ class DashboardSettings(BaseModel):
 
     name: str = Field(default="cni-metrics", pattern=r"^[A-Za-z0-9_-]{1,200}$", alias="DASHBOARD_NAME")
     region: str = Field(min_length=1, alias="AWS_REGION")
-    namespace: str = Field(default="Kubernetes", min_length=1, max_length=255, alias="METRICS_NAMESPACE")
+    namespace: Namespace = Field(default="Kubernetes", alias="METRICS_NAMESPACE")
     named_clusters: Names = Field(default=(), alias="CLUSTER_NAMES")
     json_clusters: JsonNames = Field(default=(), alias="CLUSTERS_JSON")
     discovery_tag: Tag = Field(default=None, alias="CLUSTER_DISCOVERY_TAG")
