@@ -171,6 +171,8 @@ def test_broken_bodies_raise_a_clear_error(response: bytes, error: type[Exceptio
         (b"HTTP/1.1 200 OK\r\nA: b\r\n folded\r\n\r\n", "bad header line"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 3, 4\r\n\r\nabc", "bad Content-Length"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\nabc", "bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nabc", "bad Content-Length"),  # "²" in Latin-1
+        ("HTTP/1.1 200 OK\r\nContent-Length: \u0663\r\n\r\nabc".encode(), "bad Content-Length"),  # "٣" UTF-8
         (b"HTTP/1.1 200 OK\r\nX: " + b"a" * (70 * 1024), "longer than"),
         (b"HTTP/1.1 200 OK\r\nX: a", "closed inside the response head"),
     ],

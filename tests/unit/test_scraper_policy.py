@@ -74,6 +74,24 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after(None) is None
 
 
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "1\u00b9", "9" * 19, "Wed, 99 Oct 99999 07:28:00 GMT"])
+def test_retry_after_reads_ascii_digits_only(value: str) -> None:
+    # given digits str.isdigit accepts but int refuses ("²") or reads ("٣"), too many digits, a bad date
+    # then the hint is ignored (None), never an exception
+    assert parse_retry_after(value) is None
+
+
+def test_bytes_after_the_gzip_member_are_refused_at_once() -> None:
+    # given a gzip member followed by more bytes, in the member's last chunk or in later ones
+    member = gzip.compress(b"awscni_assigned_ip_addresses 3\n")
+    for data in (member + b"\0", member + b"\0" * (1 << 20)):
+        body = CappedBody("gzip", 1 << 20)
+        # when it is fed, then it is a bad payload
+        with pytest.raises(ScrapeFailure, match="after the end of the gzip body") as failure:
+            _feed(body, data, chunk=len(member))
+        assert failure.value.reason == "bad_payload"
+
+
 def test_retry_delay_honours_retry_after_with_jitter_and_cap() -> None:
     rng = random.Random(7)
     hinted = ScrapeFailure("throttled", "", status=429, retryable=True, retry_after=2.0)

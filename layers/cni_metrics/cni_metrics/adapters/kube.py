@@ -98,6 +98,11 @@ def _parse_time(value: object) -> datetime | None:
         return None
 
 
+def _count(value: object) -> int | None:
+    """A JSON count as the API server writes it (a non-negative integer), None for anything else."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def pod_from_json(item: Mapping[str, Any]) -> AwsNodePod:
     """An ``AwsNodePod`` from one pod object of a list response."""
     metadata = item.get("metadata") or {}
@@ -106,7 +111,7 @@ def pod_from_json(item: Mapping[str, Any]) -> AwsNodePod:
     restarts: int | None = None
     for container in status.get("containerStatuses") or ():
         if container.get("name") == CONTAINER:
-            restarts = int(container.get("restartCount") or 0)
+            restarts = _count(container.get("restartCount", 0))
     return AwsNodePod(
         uid=str(metadata.get("uid") or metadata.get("name")),
         name=str(metadata.get("name")),

@@ -1,4 +1,8 @@
-"""A response body accumulated under a cap on its decompressed size (gzip bombs stop at the cap)."""
+"""A response body accumulated under a cap on its decompressed size (gzip bombs stop at the cap).
+
+A gzip body is one gzip member, as Go's (and every Prometheus client's) gzip writer makes it: a byte after
+the end of that member is refused (``bad_payload``) at once, never buffered.
+"""
 
 from __future__ import annotations
 
@@ -28,14 +32,14 @@ class CappedBody:
             return
         data = chunk
         while data:
+            if self._decoder.eof:
+                raise ScrapeFailure("bad_payload", "bytes after the end of the gzip body")
             try:
                 out = self._decoder.decompress(data, self._cap + 1 - self._size)
             except zlib.error as exc:
                 raise ScrapeFailure("bad_payload", f"corrupt gzip body: {exc}") from None
             self._add(out)
-            data = self._decoder.unconsumed_tail
-            if self._decoder.eof:
-                return
+            data = self._decoder.unused_data or self._decoder.unconsumed_tail
 
     def _add(self, data: bytes) -> None:
         self._size += len(data)

@@ -233,7 +233,15 @@ def _framing(status: int, headers: dict[str, str]) -> tuple[Framing, int]:
     if length is None:
         return "close", 0
     values = {value.strip() for value in length.split(",")}
-    if len(values) != 1 or not (value := values.pop()).isdigit() or len(value) > 18:
+    size = decimal(values.pop()) if len(values) == 1 else None
+    if size is None:
         raise ProtocolError(f"bad Content-Length {length[:40]!r}")
-    size = int(value)
     return ("length", size) if size else ("none", 0)
+
+
+def decimal(text: str) -> int | None:
+    """The number ``text`` spells in 1 to 18 ASCII digits, else None (``str.isdigit`` alone also takes
+    ``²`` or ``٣``, which ``int`` then refuses or reads)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        return None
+    return int(text)

@@ -400,7 +400,7 @@ class ScrapeRun:
                 length = head.header("content-length")
                 encoding = head.header("content-encoding")
                 cap = self._ctx.settings.max_payload_bytes
-                if length and length.isdigit() and not encoding and int(length) > cap:
+                if length and not encoding and (http1.decimal(length) or 0) > cap:
                     raise ScrapeFailure("too_large", f"payload of {length} bytes is larger than {cap} bytes")
                 conn.body = CappedBody(encoding, cap)
             for piece in pieces:

@@ -8,6 +8,8 @@ import random
 import time
 from typing import Literal, get_args
 
+from cni_metrics.adapters.scrape.http1 import decimal
+
 FailureReason = Literal[
     "timeout", "unreachable", "forbidden", "not_found", "throttled", "bad_payload", "too_large",
     "unauthorized", "other",
@@ -94,11 +96,13 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if value is None or not value.strip():
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if (seconds := decimal(value)) is not None:
+        return float(seconds)
+    if not value.isascii():
+        return None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     wall = time.time() if now is None else now
     return max(0.0, when.timestamp() - wall)
