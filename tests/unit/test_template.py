@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import pytest
 import yaml  # type: ignore[import-untyped]
+from cni_metrics.dashboard.body import DashboardOptions, build_dashboards, page_name
 from local_lambda.built import read_template
 from samtranslator.parser.parser import Parser  # type: ignore[import-untyped]
 from samtranslator.translator.translator import Translator  # type: ignore[import-untyped]
@@ -51,10 +52,10 @@ def _transformed() -> dict[str, Any]:
 
 
 class Stack:
-    """The transformed template as CloudFormation would instantiate it for ``parameters``."""
+    """The transformed template (or another ``template``) as CloudFormation would instantiate it."""
 
-    def __init__(self, **parameters: str) -> None:
-        template = _transformed()
+    def __init__(self, template: dict[str, Any] | None = None, /, **parameters: str) -> None:
+        template = template or _transformed()
         unknown = set(parameters) - set(template["Parameters"])
         assert not unknown, f"unknown parameters {unknown}"
         self.template = template
@@ -97,6 +98,8 @@ class Stack:
             if key == "Ref":
                 if arg == "AWS::NoValue":
                     return NO_VALUE
+                if self.template["Parameters"].get(arg, {}).get("Type") == "CommaDelimitedList":
+                    return self.parameters[arg].split(",")
                 return self._pseudo.get(arg) or self.parameters.get(arg, f"<{arg}>")
             if key == "Fn::GetAtt":
                 return f"<{arg[0]}.{arg[1]}>"
@@ -123,6 +126,9 @@ class Stack:
                 return all(self.eval(arg))
             if key == "Fn::Or":
                 return any(self.eval(arg))
+            if key == "Fn::Contains":
+                values, value = self.eval(arg)
+                return value in values
             if key == "Condition":
                 return self.condition(arg)
         return {k: v for k, v in ((k, self.eval(v)) for k, v in value.items()) if v is not NO_VALUE}
@@ -205,7 +211,7 @@ def test_collector_cluster_permissions_are_the_named_clusters_only() -> None:
     assert _resources(actions["ec2:DescribeSubnets"][0]) == ["*"]
 
 
-def test_discovery_adds_list_clusters_and_tags() -> None:
+def test_discovery_adds_list_clusters_and_reads_tags_with_describe_cluster() -> None:
     # Given discovery by tag
     stack = Stack(**SCENARIOS["discovery"])
 
@@ -218,8 +224,11 @@ def test_discovery_adds_list_clusters_and_tags() -> None:
         assert _resources(actions["eks:ListClusters"][0]) == ["*"]
         assert _resources(actions["eks:DescribeCluster"][0]) == [cluster_arns]
         assert "Condition" not in actions["eks:DescribeCluster"][0]
-    region_clusters = f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/*"
-    assert _resources(collector["eks:ListTagsForResource"][0]) == [region_clusters]
+    # And nothing else of EKS: discovery reads tags from DescribeCluster, the code never lists them
+    assert {a for a in (*collector, *dashboard) if a.startswith("eks:")} == {
+        "eks:ListClusters", "eks:DescribeCluster"}
+    code = "".join(path.read_text() for path in (REPO / "layers" / "cni_metrics").rglob("*.py"))
+    assert "list_tags_for_resource" not in code
 
 
 def test_put_metric_data_only_in_the_configured_namespace() -> None:
@@ -270,17 +279,51 @@ def test_logs_and_failure_queue_are_scoped_to_own_resources() -> None:
     assert _resources(collector["sqs:SendMessage"][0]) == ["<FailureQueue.Arn>"]
 
 
+def _iam_matches(pattern: str, arn: str) -> bool:
+    """IAM's resource wildcards: ``*`` any run of characters, ``?`` exactly one."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, arn) is not None
+
+
 def test_dashboard_permissions_are_its_dashboards_and_alarms() -> None:
     # Given a dashboard name
     actions = _by_action(Stack(ClusterNames="prod", DashboardName="fleet"), "DashboardRole")
 
-    # Then dashboards and alarms are scoped by that name
+    # Then dashboards are the set's pages: the name itself, or the name, a hyphen and 1-5 characters
+    dashboard = f"arn:aws:cloudwatch::{ACCOUNT}:dashboard/"
     for action in ("cloudwatch:PutDashboard", "cloudwatch:GetDashboard", "cloudwatch:DeleteDashboards"):
-        assert _resources(actions[action][0]) == [f"arn:aws:cloudwatch::{ACCOUNT}:dashboard/fleet*"]
+        assert _resources(actions[action][0]) == [f"{dashboard}fleet"] + [
+            f"{dashboard}fleet-{'?' * n}" for n in range(1, 6)]
+    # And alarms are scoped by that name
     for action in ("cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms"):
         assert _resources(actions[action][0]) == [f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:fleet/*"]
     assert "cloudwatch:PutMetricData" not in actions
     assert "cloudwatch:GetMetricData" not in actions
+
+
+def test_every_page_the_body_builder_makes_and_only_those_are_allowed() -> None:
+    # Given the dashboard statement of a stack named fleet
+    (statement,) = _by_action(Stack(ClusterNames="prod", DashboardName="fleet"), "DashboardRole")[
+        "cloudwatch:PutDashboard"]
+    allowed = _resources(statement)
+    arn = f"arn:aws:cloudwatch::{ACCOUNT}:dashboard/"
+
+    def permitted(name: str) -> bool:
+        return any(_iam_matches(pattern, arn + name) for pattern in allowed)
+
+    # When the builder splits a fleet over pages, then every page it makes is allowed
+    pages = build_dashboards([f"c{i:03d}" for i in range(60)],
+                             DashboardOptions(name="fleet", clusters_per_dashboard=1))
+    assert len(pages) == 60
+    assert all(permitted(page.name) for page in pages)
+    # And so is the last page of the largest fleet it accepts (one cluster a page)
+    most = 12_100
+    with pytest.raises(ValueError, match="too many clusters"):
+        build_dashboards([f"c{i:05d}" for i in range(most + 1)], DashboardOptions(name="fleet"))
+    assert permitted(page_name("fleet", most - 1))
+    # And other dashboards sharing the prefix are not
+    for other in ("fleetwide", "fleet-production", "fleet_2", "fleet-", "other-fleet"):
+        assert not permitted(other), other
 
 
 def test_vpc_config_and_eni_policy_only_with_subnets() -> None:
@@ -508,26 +551,115 @@ def test_rbac_manifest_grants_read_only_access_to_the_group() -> None:
     assert cluster_binding["subjects"] == subjects
 
 
-def test_cross_account_role_trusts_the_collector_and_reads_only_clusters_and_subnets() -> None:
-    # Given deploy/cross-account-role.yaml
-    template = read_template(REPO / "deploy" / "cross-account-role.yaml")
-    role = template["Resources"]["ClusterAccessRole"]["Properties"]
+def _cross_account(**parameters: str) -> Stack:
+    return Stack(read_template(REPO / "deploy" / "cross-account-role.yaml"), **parameters)
+
+
+def test_cross_account_role_trusts_the_collector_and_reads_only_the_given_clusters_and_regions() -> None:
+    # Given deploy/cross-account-role.yaml for two clusters in two regions, and for one in the stack's
+    collector = "arn:aws:iam::210987654321:role/cni-metrics-CollectorRole"
+    two = _cross_account(CollectorRoleArn=collector, ClusterNames="prod,dev",
+                         ClusterRegions="eu-west-1,us-west-2")
+    one = _cross_account(CollectorRoleArn=collector, ClusterNames="prod")
+
+    # When the role is read
+    role = two.resource("ClusterAccessRole")["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    by_action = {statement["Action"]: statement for statement in two.statements("ClusterAccessRole")}
 
     # Then only the collector role may assume it, and it may only describe clusters and subnets
-    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
-    assert trust["Principal"] == {"AWS": {"Ref": "CollectorRoleArn"}}
-    assert trust["Action"] == "sts:AssumeRole"
-    (policy,) = role["Policies"]
-    statements = {s["Action"]: s["Resource"] for s in policy["PolicyDocument"]["Statement"]}
-    assert statements == {
-        "eks:DescribeCluster": {"Fn::Sub": "arn:${AWS::Partition}:eks:*:${AWS::AccountId}:cluster/*"},
-        "ec2:DescribeSubnets": "*",
-    }
-    # And its optional access entry maps it to the group, without access policy
-    entry = template["Resources"]["AccessEntry"]
-    assert entry["Condition"] == "HasCluster"
-    assert entry["Properties"]["KubernetesGroups"] == [{"Ref": "KubernetesGroup"}]
-    assert "AccessPolicies" not in entry["Properties"]
+    assert (trust["Principal"], trust["Action"]) == ({"AWS": collector}, "sts:AssumeRole")
+    assert sorted(by_action) == ["ec2:DescribeSubnets", "eks:DescribeCluster"]
+    # And only the named clusters of its own account, in the given regions
+    describe = by_action["eks:DescribeCluster"]
+    assert _resources(describe) == ["arn:*:eks:*:*:cluster/prod", "arn:*:eks:*:*:cluster/dev"]
+    assert describe["Condition"] == {"StringEquals": {"aws:ResourceAccount": ACCOUNT,
+                                                      "aws:RequestedRegion": ["eu-west-1", "us-west-2"]}}
+    assert by_action["ec2:DescribeSubnets"]["Condition"] == {
+        "StringEquals": {"aws:RequestedRegion": ["eu-west-1", "us-west-2"]}}
+    # And without regions, the stack's own region only
+    (one_describe,) = [s for s in one.statements("ClusterAccessRole") if s["Action"] == "eks:DescribeCluster"]
+    assert _resources(one_describe) == ["arn:*:eks:*:*:cluster/prod"]
+    assert one_describe["Condition"]["StringEquals"]["aws:RequestedRegion"] == [REGION]
+    # And the cluster list is required
+    assert "Default" not in two.template["Parameters"]["ClusterNames"]
+
+
+def test_cross_account_access_entry_is_for_a_monitored_cluster_only() -> None:
+    # Given the access entry asked for in a listed cluster, in an unlisted one, and not at all
+    collector = "arn:aws:iam::210987654321:role/c"
+    listed = _cross_account(CollectorRoleArn=collector, ClusterNames="prod,dev", ClusterName="dev")
+    unlisted = _cross_account(CollectorRoleArn=collector, ClusterNames="prod", ClusterName="dev")
+    none = _cross_account(CollectorRoleArn=collector, ClusterNames="prod")
+
+    # Then the listed one gets a STANDARD entry mapping the role to the group, without access policy
+    entry = listed.resource("AccessEntry")["Properties"]
+    assert (entry["ClusterName"], entry["Type"]) == ("dev", "STANDARD")
+    assert entry["PrincipalArn"] == "<ClusterAccessRole.Arn>"
+    assert entry["KubernetesGroups"] == ["cni-metrics"]
+    assert "AccessPolicies" not in entry
+    # And the rules refuse the unlisted one; no entry is made when none is asked for
+    assert _rules_broken(listed) == []
+    assert _rules_broken(unlisted) == ["ClusterName must be one of ClusterNames."]
+    assert "AccessEntry" not in none.resources()
+
+
+def _period_seconds(expression: str) -> int:
+    match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours)\)", expression)
+    assert match, expression
+    return int(match.group(1)) * (60 if match.group(2).startswith("minute") else 3600)
+
+
+def test_collector_timeout_is_below_its_schedule_period() -> None:
+    # Given each schedule period the template allows
+    for minutes in _source()["Parameters"]["ScheduleMinutes"]["AllowedValues"]:
+        stack = Stack(ClusterNames="prod", ScheduleMinutes=minutes)
+
+        # When the function's timeout and the schedule rule are read
+        timeout = stack.resource("CollectorFunction")["Properties"]["Timeout"]
+        expression = stack.resource("CollectorFunctionSchedule")["Properties"]["ScheduleExpression"]
+
+        # Then the schedule runs every that many minutes and a run ends before the next one is due
+        assert _period_seconds(expression) == int(minutes) * 60
+        assert 30 <= timeout < int(minutes) * 60, minutes
+        assert timeout <= 900  # Lambda's maximum
+    # And the default is every minute
+    assert Stack(ClusterNames="prod").resource("CollectorFunction")["Properties"]["Timeout"] == 55
+
+
+def test_collector_concurrency_is_reserved_to_one_run_by_default() -> None:
+    # Given the default stack, one reserving 3, and one reserving none
+    default, three = Stack(ClusterNames="prod"), Stack(ClusterNames="prod", CollectorReservedConcurrency="3")
+    unreserved = Stack(ClusterNames="prod", CollectorReservedConcurrency="0")
+
+    # Then the collector runs one invocation at a time unless told otherwise; 0 leaves it unreserved
+    def reserved(stack: Stack) -> Any:
+        return stack.resource("CollectorFunction")["Properties"].get("ReservedConcurrentExecutions")
+
+    assert (reserved(default), reserved(three), reserved(unreserved)) == ("1", "3", None)
+    # And the dashboard function is left as it is
+    assert "ReservedConcurrentExecutions" not in default.resource("DashboardFunction")["Properties"]
+
+
+def test_custom_resource_times_out_well_under_the_hour_after_what_the_function_can_take() -> None:
+    # Given the default stack
+    stack = Stack(**SCENARIOS["names"])
+    custom = stack.resource("Dashboard")["Properties"]
+    function = stack.resource("DashboardFunction")["Properties"]
+    retries = stack.resource("DashboardFunctionEventInvokeConfig")["Properties"]["MaximumRetryAttempts"]
+
+    # Then CloudFormation waits for every attempt Lambda makes (plus up to 2 minutes between them),
+    # and no more than a quarter of its default hour
+    assert int(custom["ServiceTimeout"]) >= function["Timeout"] * (1 + retries) + 120 * retries
+    assert int(custom["ServiceTimeout"]) <= 900
+
+
+def test_metrics_namespace_parameter_refuses_what_cloudwatch_refuses() -> None:
+    # Given the MetricsNamespace parameter's pattern (CloudFormation's Java regex; Python's agrees here)
+    pattern = re.compile(_source()["Parameters"]["MetricsNamespace"]["AllowedPattern"])
+    # Then AWS/ (reserved) and a leading colon are refused; custom namespaces pass
+    assert [bool(pattern.fullmatch(n)) for n in ("Kubernetes", "Custom/CNI", "AWS/EKS", ":x", "")] == [
+        True, True, False, False, False]
 
 
 def test_samconfig_default_profile_deploys() -> None:
