@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from cni_metrics.adapters.publishers import MetricBatch, Publisher
+from cni_metrics.adapters.publishers import MetricBatch, Publisher, PublishResult
 from cni_metrics.adapters.state_store import StateConflict, StateStore, StateStoreError
 from cni_metrics.collector.batch import metrics_and_state
 from cni_metrics.collector.cluster import ClusterCollection
@@ -199,9 +199,13 @@ def _process(run: _Invocation, spec: ClusterSpec, outcome: ClusterOutcome) -> No
     outcome.error = leased.corrupt
 
     # 2. collect and aggregate against the leased baselines: no other run writes them meanwhile
-    collection = run.deps.collect(spec, run.deadline)
+    try:
+        collection = run.deps.collect(spec, run.deadline)
+        metrics, state = metrics_and_state(run.settings, collection, leased.document.state)
+    except Exception:
+        release_lease(store, cluster, run.run_id, (leased.document, leased.etag), run.deps.clock)
+        raise
     outcome.nodes, outcome.failures = len(collection.nodes), len(collection.failed_keys)
-    metrics, state = metrics_and_state(run.settings, collection, leased.document.state)
     if collection.status == "error" or collection.error:
         outcome.status, outcome.error = "error", _joined(outcome.error, collection.error)
     elif collection.status == "no_aws_node_pods":
@@ -244,45 +248,42 @@ def _publish_and_settle(run: _Invocation, cluster: str, claimed: Claimed, outcom
     killed mid-publish leaves at most one step published and unsettled (docs/design/state.md)."""
     current: Current = (claimed.document, claimed.etag)
     steps = publish_steps(claimed.mine)
-    released: list[MetricBatch] = []
+    unpublished: list[MetricBatch] = []
     for index, step in enumerate(steps):
-        if run.deps.monotonic() > run.publish_until:
-            late = [batch for rest in steps[index:] for batch in rest]
-            done: set[str] = set()
-            released += late
-            outcome.error = _joined(outcome.error, f"{NO_TIME}: the next run publishes the rest")
+        out_of_time = run.deps.monotonic() > run.publish_until
+        if out_of_time:  # release the rest at once: the next run publishes it, nobody waits for a lease
+            rest = [batch for later in steps[index:] for batch in later]
+            result = PublishResult(unpublished=rest, error=f"{NO_TIME}: the next run publishes the rest")
         else:
-            late = []
             result = run.deps.publisher.publish(cluster, step)
-            outcome.published += result.published
-            released += result.unpublished
-            done = {batch.id for batch in step}
-            outcome.error = _joined(outcome.error, result.error)
+        outcome.published += result.published
+        outcome.error = _joined(outcome.error, result.error)
+        unpublished += result.unpublished
         try:
             current = settle(
                 run.deps.store, cluster, run.run_id, current,
-                published=done, released=released, clock=run.deps.clock,
+                published={batch.id for batch in step}, released=result.unpublished, clock=run.deps.clock,
             )
         except (Stop, StateConflict, StateStoreError) as exc:
             outcome.state = "unsettled"
             logger.error(
-                "cluster %s: could not settle the outbox (%s); the datums of this step are published "
-                "again after the lease", cluster, exc, extra={"cluster": cluster},
+                "cluster %s: could not settle the outbox (%s); this step's datums are published again "
+                "after the lease", cluster, exc, extra={"cluster": cluster},
             )
-            released += [batch for rest in steps[index + 1:] for batch in rest]
+            unpublished += [batch for later in steps[index + 1:] for batch in later]
             break
-        if late:
+        if out_of_time:
             break
-    outcome.pending = sum(len(batch.metrics) for batch in released)
-    _publish_status(run, cluster, released, outcome)
+    outcome.pending = sum(len(batch.metrics) for batch in unpublished)
+    _publish_status(run, cluster, unpublished, outcome)
 
 
 def _publish_status(
-    run: _Invocation, cluster: str, released: list[MetricBatch], outcome: ClusterOutcome
+    run: _Invocation, cluster: str, unpublished: list[MetricBatch], outcome: ClusterOutcome
 ) -> None:
     """``publish_stuck`` when datums were dropped or some are unpublished for ``STUCK_AFTER``;
     ``publish_failed`` when some wait for the next run."""
-    oldest = min((batch.collected_at for batch in released if batch.metrics), default=None)
+    oldest = min((batch.collected_at for batch in unpublished if batch.metrics), default=None)
     stuck_since = oldest if oldest is not None and run.deps.clock() - oldest > STUCK_AFTER else None
     if outcome.dropped or stuck_since is not None:
         outcome.status = "publish_stuck"
