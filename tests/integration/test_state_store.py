@@ -9,6 +9,7 @@ import pytest
 from cni_metrics.adapters.publishers import MetricBatch
 from cni_metrics.adapters.state_store import (
     DocumentError,
+    Lease,
     OutboxEntry,
     S3StateStore,
     StateConflict,
@@ -72,12 +73,13 @@ def test_missing_bucket_is_a_clear_store_error(aws: str) -> None:
 
 
 def test_document_round_trips_through_s3(store: S3StateStore) -> None:
-    # given baselines and an outbox entry
+    # given baselines, an outbox entry and a collection lease
     pod = PodState("uid-1", NOW, 2, {"awscni_add_ip_req_count": 41.0}, 3.5, 7.0)
     state = ClusterState(NOW, {"uid-1": pod})
     metrics = (MetricValue("addReqCount", 4.0), MetricValue("ipUtilization", 12.5, "Percent"))
     batch = MetricBatch("run/alpha", NOW, metrics)
-    document = StateDocument(state, [OutboxEntry(batch, "run", NOW + timedelta(minutes=1))], "run", NOW)
+    until = NOW + timedelta(minutes=1)
+    document = StateDocument(state, [OutboxEntry(batch, "run", until)], "run", NOW, Lease("run", until))
     # when it is stored and read back
     store.save("alpha", encode_document(document), if_match=None)
     loaded = store.load("alpha")
@@ -94,6 +96,9 @@ def test_document_round_trips_through_s3(store: S3StateStore) -> None:
         (b'{"format": "cni-metrics-state", "version": 9}', "unsupported version 9"),
         (b'{"format": "cni-metrics-state", "version": 1, "state": {"v": 1}}', "family names"),
         (b'{"format": "cni-metrics-state", "version": 1, "outbox": [{"id": 1}]}', "malformed outbox"),
+        (b'{"format": "cni-metrics-state", "version": 1, "lease": {"owner": "x"}}', "malformed"),
+        (b'{"format": "cni-metrics-state", "version": 1, "outbox": [NaN]}', "NaN is not a number"),
+        (b'{"format": "cni-metrics-state", "version": 1, "outbox": [1e400]}', "number 1e400 is out of range"),
     ],
 )
 def test_corrupt_objects_are_rejected_with_a_reason(store: S3StateStore, body: bytes, reason: str) -> None:
