@@ -204,6 +204,19 @@ def test_first_run_publishes_gauges_and_records_baselines() -> None:
     assert summary.ok
 
 
+def test_the_run_start_hook_gets_the_invocation_end_before_anything_is_read() -> None:
+    # given a hook that records the end it is given and what the store held at that moment
+    world = World("alpha")
+    world.clock.advance(42)
+    seen: list[tuple[float, int]] = []
+    deps = replace(world.deps(), on_run_start=lambda end: seen.append((end, len(world.store.objects))))
+    # when a run with 300 s left starts
+    run_collection(world.settings, deps=deps, remaining_seconds=300)
+    # then the hook was called once, first, with the monotonic time at which the invocation ends
+    assert seen == [(42.0 + 300.0, 0)]
+    assert world.store.objects
+
+
 def test_increases_are_exact_over_many_cycles_with_churn_restarts_and_failed_scrapes() -> None:
     # given two clusters whose pods restart, come and go and sometimes fail their scrape
     world = World("alpha", "beta", seed=7)
