@@ -169,10 +169,16 @@ def _publish(args: argparse.Namespace) -> int:
     from cni_metrics.collector.settings import ConfigError, load_settings
     from cni_metrics.collector.wiring import build_deps
 
-    clusters = [{"name": name, "region": args.region, "role_arn": args.role_arn} for name in args.cluster]
-    event = {"clusters": [{k: v for k, v in spec.items() if v} for spec in clusters]}
+    # The environment configures the clusters (and their access), the event only chooses them by name,
+    # as for the Lambda: the command line's clusters are this run's configuration.
+    names = list(dict.fromkeys(args.cluster))
+    env = {**os.environ, "SCRAPE_CONCURRENCY": str(args.concurrency), "CLUSTER_NAMES": ",".join(names),
+           "CLUSTER_DISCOVERY_TAG": ""}
+    access = {key: value for key, value in (("region", args.region), ("role_arn", args.role_arn)) if value}
+    if access:
+        env["CLUSTERS_JSON"] = json.dumps([{"name": name, **access} for name in names])
     try:
-        settings = load_settings({**os.environ, "SCRAPE_CONCURRENCY": str(args.concurrency)}, event)
+        settings = load_settings(env, {"clusters": names})
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
