@@ -17,7 +17,7 @@ from aiohttp import web
 from fake_eks.auth import AuthError, CredentialTable, canonical_arn, verify_token
 from fake_eks.certs import ClusterTls
 from fake_eks.faults import serve_fault
-from fake_eks.nodes import node_object
+from fake_eks.nodes import METADATA_LIST, list_media, node_object, partial_metadata
 from fake_eks.responses import reach_error, serve_payload, status_response
 from fake_eks.sim import AwsNodePod, ClusterSim, rfc3339
 
@@ -45,6 +45,7 @@ class KubeCluster:
         self.tokens: dict[str, tuple[str, float]] = {}
         self.auth_failures: list[dict[str, Any]] = []
         self.endpoint = ""
+        self._nodes: dict[str, tuple[bytes, bytes]] = {}  # node name -> (Node, PartialObjectMetadata) JSON
 
     # -- authentication and authorisation ------------------------------------------------------
     def _fail(self, rule: str, detail: str) -> web.Response:
@@ -121,16 +122,69 @@ class KubeCluster:
         return app
 
     async def list_nodes(self, request: web.Request) -> web.Response:
-        """GET nodes (cluster-scoped; one Node per aws-node pod, zone and instance-type labels; no paging)."""
+        """GET nodes (cluster-scoped; one Node per aws-node pod): whole Node objects as EKS serves them, or
+        their metadata only (``Accept: ...;as=PartialObjectMetadataList;...``), paged by limit/continue."""
         user = request[USER]
         if not self.allowed(user, "list", "nodes", ""):
             return self.forbidden(user, "list", "nodes", "", None)
-        items = [
-            node_object(pod.node_name, pod.node_ip, pod.zone, pod.state.instance_type, rfc3339(pod.created))
-            for pod in sorted(self.sim.pods.values(), key=lambda p: p.node_name)
-        ]
-        meta = {"resourceVersion": str(self.sim.resource_version)}
-        return web.json_response({"kind": "NodeList", "apiVersion": "v1", "metadata": meta, "items": items})
+        media = list_media(request.headers.get("Accept", ""))
+        if media is None:
+            return status_response(406, "NotAcceptable", "only the following media types are accepted: "
+                                   "application/json, application/yaml, application/vnd.kubernetes.protobuf")
+        paging = self._paging(request)
+        if isinstance(paging, web.Response):
+            return paging
+        start, limit = paging
+        pods = sorted(self.sim.pods.values(), key=lambda p: p.node_name)
+        first = bisect.bisect_right([p.node_name for p in pods], start) if start else 0
+        page = pods[first:first + limit] if limit else pods[first:]
+        items = [self._node_json(pod, media != METADATA_LIST) for pod in page]
+        meta: dict[str, Any] = {"resourceVersion": str(self.sim.resource_version)}
+        if first + len(page) < len(pods):
+            meta["continue"] = self.sim.continue_token(page[-1].node_name)
+            meta["remainingItemCount"] = len(pods) - first - len(page)
+        kind, version = ("NodeList", "v1") if media != METADATA_LIST else ("PartialObjectMetadataList",
+                                                                           "meta.k8s.io/v1")
+        head = json.dumps({"kind": kind, "apiVersion": version, "metadata": meta})[:-1]
+        body = head.encode() + b',"items":[' + b",".join(items) + b"]}"
+        return web.Response(body=body, headers={"Content-Type": media})
+
+    def _node_json(self, pod: AwsNodePod, whole: bool) -> bytes:
+        """The Node object of ``pod``'s node (or its PartialObjectMetadata), serialised once per node."""
+        cached = self._nodes.get(pod.node_name)
+        if cached is None:
+            node = node_object(pod.node_name, pod.node_ip, pod.zone, pod.state.instance_type,
+                               rfc3339(pod.created), rfc3339(time.time()))
+            compact = (",", ":")
+            cached = (json.dumps(node, separators=compact).encode(),
+                      json.dumps(partial_metadata(node), separators=compact).encode())
+            self._nodes[pod.node_name] = cached
+        return cached[0] if whole else cached[1]
+
+    def _paging(self, request: web.Request) -> tuple[str, int] | web.Response:
+        """(start after this name, limit; 0: all) of a list request, or the API server's error answer."""
+        q = request.query
+        start = ""
+        if q.get("continue"):
+            try:
+                tok = json.loads(base64.urlsafe_b64decode(q["continue"] + "=" * (-len(q["continue"]) % 4)))
+                tok_rv, start = int(tok["rv"]), str(tok["start"]).rstrip("\u0000")
+            except (ValueError, KeyError, TypeError):
+                return status_response(
+                    400,
+                    "BadRequest",
+                    "continue key is not valid: incorrect encoded start "
+                    "resourceVersion (version meta.k8s.io/v1)",
+                )
+            if tok_rv != self.sim.resource_version:
+                return status_response(410, "Expired", EXPIRED_MESSAGE)
+        raw_limit = q.get("limit", "") or "0"
+        if not (raw_limit.isascii() and raw_limit.isdigit()):
+            return status_response(400, "BadRequest", f"limit: invalid value {raw_limit!r}")
+        limit = int(raw_limit)
+        if q.get("resourceVersion") == "0" and not q.get("continue"):
+            limit = 0  # served from the watch cache, which ignores limit
+        return start, limit
 
     async def list_eniconfigs(self, request: web.Request) -> web.Response:
         """GET ENIConfigs (cluster-scoped custom resources of the VPC CNI)."""
@@ -213,23 +267,10 @@ class KubeCluster:
         except ValueError as exc:
             return status_response(400, "BadRequest", str(exc))
         rv = str(self.sim.resource_version)
-        start = ""
-        if q.get("continue"):
-            try:
-                tok = json.loads(base64.urlsafe_b64decode(q["continue"] + "=" * (-len(q["continue"]) % 4)))
-                tok_rv, start = int(tok["rv"]), str(tok["start"]).rstrip("\u0000")
-            except (ValueError, KeyError, TypeError):
-                return status_response(
-                    400,
-                    "BadRequest",
-                    "continue key is not valid: incorrect encoded start "
-                    "resourceVersion (version meta.k8s.io/v1)",
-                )
-            if tok_rv != self.sim.resource_version:
-                return status_response(410, "Expired", EXPIRED_MESSAGE)
-        limit = int(q.get("limit", "0") or 0)
-        if q.get("resourceVersion") == "0" and not q.get("continue"):
-            limit = 0
+        paging = self._paging(request)
+        if isinstance(paging, web.Response):
+            return paging
+        start, limit = paging
         items: list[bytes] = []
         more = False
         remaining = 0

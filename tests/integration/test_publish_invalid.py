@@ -79,9 +79,9 @@ def _handler(proxy: ValidatingProxy) -> type[BaseHTTPRequestHandler]:
                         proxy.refused.append(message)
                 if message is not None:  # CloudWatch's answer (JSON protocol, query-compatible error code)
                     error = {"__type": "InvalidParameterValueException", "message": message}
-                    headers = [("Content-Type", "application/x-amz-json-1.0"),
-                               ("x-amzn-query-error", "InvalidParameterValue;Sender")]
-                    self._answer(400, headers, json.dumps(error).encode())
+                    answer = [("Content-Type", "application/x-amz-json-1.0"),
+                              ("x-amzn-query-error", "InvalidParameterValue;Sender")]
+                    self._answer(400, answer, json.dumps(error).encode())
                     return
             connection = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=60)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}

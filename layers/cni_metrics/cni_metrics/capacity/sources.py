@@ -93,17 +93,21 @@ class Budget:
         return (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
 
 
-def _pages(api: ApiClient, path: str, budget: Budget, accept: str = "application/json"
-           ) -> Iterator[list[dict[str, Any]]]:
-    """The items of a list, page by page (``limit``/``continue``)."""
+def _items(api: ApiClient, path: str, budget: Budget, accept: str = "application/json"
+           ) -> Iterator[dict[str, Any]]:
+    """The items of a list, read page by page (``limit``/``continue``); a page is released before the
+    next is asked for, so at most one is in memory."""
     token: str | None = None
     while True:
         query: list[tuple[str, str | int]] = [("limit", PAGE_SIZE)]
         if token:
             query.append(("continue", token))
         page = get_json(api, path, query, budget.next(), accept)
-        yield page.get("items") or []
         token = (page.get("metadata") or {}).get("continue") or None
+        items = page.get("items") or []
+        del page
+        yield from items
+        del items
         if token is None:
             return
 
@@ -115,26 +119,23 @@ def _label(labels: dict[str, str], keys: tuple[str, ...]) -> str | None:
 def list_nodes(api: ApiClient, budget: Budget) -> dict[str, NodeInfo]:
     """Zone and instance type of every node, by node name (metadata only, one page in memory at a time)."""
     out = {}
-    for items in _pages(api, "/api/v1/nodes", budget, METADATA_ONLY):
-        for item in items:
-            metadata = item.get("metadata") or {}
-            labels = metadata.get("labels") or {}
-            info = NodeInfo(_label(labels, ZONE_LABELS), _label(labels, INSTANCE_TYPE_LABELS))
-            out[str(metadata.get("name"))] = info
+    for item in _items(api, "/api/v1/nodes", budget, METADATA_ONLY):
+        metadata = item.get("metadata") or {}
+        labels = metadata.get("labels") or {}
+        info = NodeInfo(_label(labels, ZONE_LABELS), _label(labels, INSTANCE_TYPE_LABELS))
+        out[str(metadata.get("name"))] = info
     return out
 
 
 def eniconfig_subnets(api: ApiClient, budget: Budget) -> set[str]:
     """Subnet IDs named by ENIConfig objects (none when the CRD is not installed)."""
-    subnets = set()
     try:
-        for items in _pages(api, ENICONFIG_PATH, budget):
-            subnets |= {str(i["spec"]["subnet"]) for i in items if (i.get("spec") or {}).get("subnet")}
+        return {str(i["spec"]["subnet"]) for i in _items(api, ENICONFIG_PATH, budget)
+                if (i.get("spec") or {}).get("subnet")}
     except ApiException as exc:
         if exc.status == 404:
             return set()
         raise
-    return subnets
 
 
 def aws_clients(target: ClusterTarget, session: boto3.Session, deadline: Deadline) -> tuple[Any, Any]:
