@@ -9,8 +9,9 @@ Reads like a table of contents; the work is in the ``cni_metrics`` layer (``/opt
 2. ``build_deps``: S3 state store, EMF or PutMetricData publisher, cluster collection (kept across warm
    invocations that share a configuration).
 3. ``run_collection``: every cluster, concurrently and isolated, within the invocation's remaining time.
-   When no cluster at all could be collected the invocation fails (``CollectionFailed``), so the
-   template's Errors alarm and on-failure queue see it; partial failures are in the returned summary.
+   When no cluster at all could be collected, or some cluster's publishing is stuck, the invocation
+   fails (``CollectionFailed``), so the template's Errors alarm and on-failure queue see it; other
+   partial failures are in the returned summary.
 
 Logs are structured (Powertools Logger, request context, a ``cluster`` key per cluster message; never a
 payload body or a credential). X-Ray tracing is off unless ``POWERTOOLS_TRACE_DISABLED=false``.
@@ -20,14 +21,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cni_metrics.collector.job import ClusterOutcome, Deps, RunSummary, run_collection
-from cni_metrics.collector.settings import ClusterSpec, ConfigError, Settings, load_settings
+from cni_metrics.collector.job import Deps, run_collection
+from cni_metrics.collector.settings import ConfigError, load_settings
 from cni_metrics.collector.wiring import build_deps
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "cni-metrics")
@@ -37,7 +37,7 @@ _deps: dict[str, Deps] = {}
 
 
 class CollectionFailed(RuntimeError):
-    """No cluster could be collected: fail the invocation so the Errors alarm fires."""
+    """Nothing could be collected, or publishing is stuck: fail the invocation so the Errors alarm fires."""
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -52,36 +52,13 @@ def _handle(event: Any, context: LambdaContext) -> dict[str, Any]:
     logger.setLevel(settings.log_level)
     key = settings.model_dump_json()  # the event's choice is not part of it: per invocation
     deps = _deps.get(key) or _deps.setdefault(key, build_deps(settings))
-    summary = run_collection(settings, deps=_for_event(settings, deps), remaining_seconds=remaining)
-    _report_not_found(settings, summary)
+    summary = run_collection(settings, deps=deps, remaining_seconds=remaining)
     logger.info("run finished", extra={"summary": summary.to_dict()})
-    if summary.failed_everywhere:
+    if summary.alarming:
         raise CollectionFailed(
             "; ".join(f"{c.cluster}: {c.status}: {c.error or 'no detail'}" for c in summary.clusters)
         )
     return summary.to_dict()
-
-
-def _for_event(settings: Settings, deps: Deps) -> Deps:
-    """The dependencies of this invocation: discovery keeps only the clusters the event named."""
-    discover = deps.discover
-    if settings.requested is None or discover is None:
-        return deps
-
-    def chosen(*args: Any, **kwargs: Any) -> list[ClusterSpec]:
-        return settings.chosen(discover(*args, **kwargs))
-
-    return replace(deps, discover=chosen)
-
-
-def _report_not_found(settings: Settings, summary: RunSummary) -> None:
-    """A name the event gave that is neither configured nor discovered is an error of this run."""
-    seen = {outcome.cluster for outcome in summary.clusters}
-    tag = "=".join(settings.discovery_tag or ())
-    for name in dict.fromkeys(settings.requested or ()):
-        if name not in seen:
-            error = f"not configured, and discovery by tag {tag} did not find it"
-            summary.clusters.append(ClusterOutcome(name, "error", error=error))
 
 
 def _traced(handler: Callable[[Any, LambdaContext], dict[str, Any]]) -> Callable[..., dict[str, Any]]:

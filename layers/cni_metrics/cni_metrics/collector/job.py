@@ -111,6 +111,12 @@ class RunSummary:
         return all(outcome.status in ("ok", "no_aws_node_pods") for outcome in self.clusters)
 
     @property
+    def alarming(self) -> bool:
+        """Whether the invocation must fail so the Errors alarm sees it: nothing could be collected, or
+        some cluster's publishing is stuck (its datums are being dropped or wait for over ``STUCK_AFTER``)."""
+        return self.failed_everywhere or any(outcome.status == "publish_stuck" for outcome in self.clusters)
+
+    @property
     def failed_everywhere(self) -> bool:
         """Whether no cluster could be collected and published: the invocation as a whole failed.
 
@@ -159,14 +165,25 @@ def run_collection(
         else:
             try:
                 known = {spec.name for spec in specs}
-                specs += [s for s in deps.discover(settings.discovery_tag) if s.name not in known]
+                discovered = settings.chosen(deps.discover(settings.discovery_tag))
+                specs += [s for s in discovered if s.name not in known]
             except Exception as exc:
                 logger.exception("cluster discovery by tag failed")
                 failed = ClusterOutcome("(discovery)", "error", error=f"discovery failed: {exc}")
                 summary.clusters.append(failed)
     with ThreadPoolExecutor(max_workers=settings.cluster_concurrency, thread_name_prefix="cluster") as pool:
         summary.clusters.extend(pool.map(lambda spec: _process_safely(run, spec), specs))
+    summary.clusters.extend(_not_found(settings, {spec.name for spec in specs}))
     return summary
+
+
+def _not_found(settings: Settings, collected: set[str]) -> list[ClusterOutcome]:
+    """An error outcome for each name the event chose that is neither configured nor discovered."""
+    tag = "=".join(settings.discovery_tag or ())
+    return [
+        ClusterOutcome(name, "error", error=f"not configured, and discovery by tag {tag} did not find it")
+        for name in dict.fromkeys(settings.requested or ()) if name not in collected
+    ]
 
 
 def _process_safely(run: _Invocation, spec: ClusterSpec) -> ClusterOutcome:
