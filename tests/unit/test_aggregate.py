@@ -107,10 +107,12 @@ def test_vanished_node_is_dropped_from_state_and_does_not_count() -> None:
     assert set(result.state.pods) == {"a"}
 
 
-def test_carry_over_keeps_a_failed_pods_baseline_for_next_time() -> None:
-    # given b fails to scrape in round 2 but is carried over, then comes back in round 3
+def test_failed_pod_keeps_its_baseline_for_next_time() -> None:
+    # given b fails to scrape in round 2 (its previous baseline is kept), then comes back in round 3;
+    # "gone" failed too, listed long before and unknown to the state
     first = aggregate([node("a", {ADD: 10}), node("b", {ADD: 20})], None, now=T0)
-    second = aggregate([node("a", {ADD: 11})], first.state, now=T1, carry_over={"b", "gone"})
+    failed = {"b": T0 - timedelta(days=1), "gone": T0 - timedelta(days=1)}
+    second = aggregate([node("a", {ADD: 11})], first.state, now=T1, failed=failed)
     third = aggregate([node("a", {ADD: 11}), node("b", {ADD: 27})], second.state, now=T2)
     # then round 2 publishes only a's increase, the state keeps b unchanged, round 3 publishes b's +7
     assert metrics_of(second)["addReqCount"] == 1
@@ -119,9 +121,9 @@ def test_carry_over_keeps_a_failed_pods_baseline_for_next_time() -> None:
     assert metrics_of(third)["addReqCount"] == 7
 
 
-def test_carry_over_does_not_override_a_scraped_pod() -> None:
+def test_failed_key_does_not_override_a_scraped_pod() -> None:
     first = aggregate([node("a", {ADD: 10})], None, now=T0)
-    second = aggregate([node("a", {ADD: 15})], first.state, now=T1, carry_over={"a"})
+    second = aggregate([node("a", {ADD: 15})], first.state, now=T1, failed={"a": None})
     assert second.state.pods["a"].counters == {ADD: 15}
 
 
@@ -251,7 +253,7 @@ def test_duplicate_keys_first_one_wins() -> None:
 
 def test_no_nodes_publishes_nothing_but_carries_over() -> None:
     previous = ClusterState(T0, {"a": PodState("a", None, 0, {ADD: 3})})
-    result = aggregate([], previous, now=T1, carry_over=["a"])
+    result = aggregate([], previous, now=T1, failed={"a": None})
     assert result.metrics == []
     assert result.state.pods == previous.pods
     assert result.nodes == 0

@@ -113,7 +113,8 @@ class SimCluster:
         if self.baseline is None and nodes:
             self.baseline = self.served_total()
         health = CollectionHealth(len(self.pods), len(nodes), len(failed))
-        return ClusterCollection(self.name, "ok", None, nodes, failed, health, [], self.clock())
+        started = {key: self.pods[key].started_at for key in failed}
+        return ClusterCollection(self.name, "ok", None, nodes, failed, health, [], self.clock(), None, started)
 
 
 @dataclass

@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         nodes,
         previous,
         now=datetime.now(UTC),
-        carry_over=failed,
+        failed=dict.fromkeys(failed),
         exhaustion_threshold_pct=args.exhaustion_threshold,
     )
     if args.save_state is not None:

@@ -9,7 +9,7 @@ from cni_metrics.collector.cluster import ClusterCollection
 from cni_metrics.collector.settings import Settings
 from cni_metrics.core.aggregate import aggregate
 from cni_metrics.core.catalogue import CAPACITY_LOG_MESSAGE
-from cni_metrics.core.model import ClusterState, MetricValue, PodState
+from cni_metrics.core.model import ClusterState, MetricValue
 
 logger = logging.getLogger(__name__)
 
@@ -17,8 +17,6 @@ logger = logging.getLogger(__name__)
 def usable(collection: ClusterCollection) -> bool:
     """Whether the collection saw nodes (not an error, not every node failed)."""
     return collection.status != "error" and not (not collection.nodes and collection.failed_keys)
-
-
 
 
 def metrics_and_state(
@@ -38,14 +36,9 @@ def metrics_and_state(
         collection.nodes,
         previous,
         now=collection.collected_at,
-        carry_over=collection.failed_keys,
+        failed={key: collection.failed_started_at.get(key) for key in collection.failed_keys},
         exhaustion_threshold_pct=settings.exhaustion_threshold_pct,
     )
-    if previous is not None:
-        # A pod that failed and is unknown to the previous state was not listed by the previous
-        # collection: it started since, so all of its counts are new. A zero baseline keeps them.
-        for key in collection.failed_keys - previous.pods.keys() - result.state.pods.keys():
-            result.state.pods[key] = PodState(key, None, None, {}, 0.0, 0.0)
     sources = collection.capacity
     cap = capacity(
         collection.nodes,

@@ -11,7 +11,7 @@ import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -91,9 +91,11 @@ class NodeError:
 class ClusterCollection:
     """The result of collecting one cluster (see docs/ARCHITECTURE.md, collection contract).
 
-    ``nodes``: the nodes scraped and parsed. ``failed_keys``: pod UIDs that exist but failed this time
-    (the aggregator's ``carry_over``). ``collected_at``: wall-clock time the collection started.
-    ``capacity``: node zones, ENIConfig and subnet headroom (None when no pod was found).
+    ``nodes``: the nodes scraped and parsed. ``failed_keys``: pod UIDs that exist but failed this time;
+    ``failed_started_at``: their start times as listed (a key absent or None: unknown), which decide
+    whether a failed pod the stored state does not know gets a zero baseline (the aggregator's
+    ``failed``). ``collected_at``: wall-clock time the collection started. ``capacity``: node zones,
+    ENIConfig and subnet headroom (None when no pod was found).
     """
 
     cluster: str
@@ -105,6 +107,7 @@ class ClusterCollection:
     node_errors: list[NodeError]
     collected_at: datetime
     capacity: CapacitySources | None = None
+    failed_started_at: Mapping[str, datetime | None] = field(default_factory=dict)
 
 
 def collect_cluster(
@@ -218,7 +221,8 @@ def _collect(
         what = "RBAC denies pods/proxy" if first.reason == "forbidden" else "the API server refuses the token"
         error = f"{what} in cluster {target.name}: {first.message}"
     return ClusterCollection(
-        target.name, status, error, nodes, {r.key for r in failed}, health, node_errors, collected_at, sources
+        target.name, status, error, nodes, {r.key for r in failed}, health, node_errors, collected_at,
+        sources, failed_started_at={r.key: by_key[r.key].started_at for r in failed},
     )
 
 

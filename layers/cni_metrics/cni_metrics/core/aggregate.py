@@ -8,6 +8,11 @@ unlike the upstream helper which differences one cluster-wide total. For one pod
 - current < previous, or restart_count grew: a reset, ``current``;
 - pod not in the previous state: ``current`` if it started after the previous collection, else 0.
 
+Pods that exist but failed this time (``failed``, with their start times) keep what the previous state
+knew of them, so their increase is published when they are next scraped. A failed pod the previous state
+does not know follows the same rule as a new pod: if it started after the previous collection it gets a
+zero baseline (everything it counts is new), else none (its value when next scraped is a baseline).
+
 Latency (``_sum``/``_count`` of the API latency summary) uses the same rules per pod. Gauges are summed
 over nodes; odd gauges are kept as served except where a derived number needs a floor: warm IPs are
 ``max(0, total - assigned)`` per node, utilisation uses ``max(0, assigned)``. A non-finite result is
@@ -17,7 +22,7 @@ never published.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
 from cni_metrics.core import catalogue
@@ -78,14 +83,14 @@ def aggregate(
     previous: ClusterState | None,
     *,
     now: datetime,
-    carry_over: Collection[str] = (),
+    failed: Mapping[str, datetime | None] | None = None,
     exhaustion_threshold_pct: float = 90.0,
 ) -> Aggregate:
     """Aggregate one collection of a cluster (see the module docstring for the counter rules).
 
-    ``previous`` None is a first run: gauges only, the new state records the baselines. ``carry_over``
-    keys of the previous state that are not among ``nodes`` are copied unchanged into the new state.
-    When two inputs share a key, the first one wins.
+    ``previous`` None is a first run: gauges only, the new state records the baselines. ``failed``: the
+    pods that exist but failed this time, by key, with their start times (None when unknown); a key
+    among ``nodes`` too was scraped. When two inputs share a key, the first one wins.
     """
     unique: dict[str, NodeInput] = {}
     for node in nodes:
@@ -93,63 +98,99 @@ def aggregate(
     inputs = list(unique.values())
 
     metrics = _gauge_metrics(inputs, exhaustion_threshold_pct)
-    increases: dict[str, float] = {}
-    delta_sum = delta_count = 0.0
-    totals: dict[str, float] = {}
-    new_pods: dict[str, PodState] = {}
-    since = _utc(previous.collected_at) if previous is not None else None
-
-    for node in inputs:
-        m = node.metrics
-        for name, value in m.counters.items():
-            totals[name] = totals.get(name, 0.0) + value
-        new_pods[node.key] = PodState(
-            node.key, node.started_at, node.restart_count, dict(m.counters), m.latency_sum, m.latency_count
-        )
-        if previous is None or since is None:
-            continue
-        before = previous.pods.get(node.key)
-        if before is None:
-            counts = node.started_at is not None and _utc(node.started_at) > since
-            for name, value in m.counters.items():
-                increases[name] = increases.get(name, 0.0) + (max(0.0, value) if counts else 0.0)
-            if counts:
-                delta_sum += max(0.0, m.latency_sum or 0.0)
-                delta_count += max(0.0, m.latency_count or 0.0)
-            continue
-        restarted = (
-            node.restart_count is not None
-            and before.restart_count is not None
-            and node.restart_count > before.restart_count
-        )
-        for name, value in m.counters.items():
-            inc = _increase(value, before.counters.get(name, 0.0), restarted)
-            increases[name] = increases.get(name, 0.0) + inc
-        if m.latency_sum is not None and m.latency_count is not None:
-            prev_sum, prev_count = before.latency_sum or 0.0, before.latency_count or 0.0
-            reset = restarted or m.latency_count < prev_count or m.latency_sum < prev_sum
-            delta_sum += _increase(m.latency_sum, prev_sum, reset)
-            delta_count += _increase(m.latency_count, prev_count, reset)
-
+    pods = {node.key: baseline_of(node) for node in inputs}
     if previous is not None:
-        for key in carry_over:
-            if key not in new_pods and key in previous.pods:
-                new_pods[key] = previous.pods[key]
-        for family in catalogue.COUNTERS:
-            if family.metric is not None and family.name in increases:
-                metrics.append(datum(family.metric, increases[family.name]))
-        if delta_count > 0:
-            metrics.append(datum("awsAPILatencyAvg", delta_sum / delta_count))
+        metrics += _counter_metrics(inputs, previous)
+        pods |= _failed_baselines(failed or {}, previous, pods.keys())
     p99s = [n.metrics.latency_p99 for n in inputs if n.metrics.latency_p99 is not None]
     if p99s:
         metrics.append(datum("awsAPILatency", max(p99s)))
 
+    totals: dict[str, float] = {}
+    for node in inputs:
+        for name, value in node.metrics.counters.items():
+            totals[name] = totals.get(name, 0.0) + value
     counter_totals = {
         f.metric: totals[f.name] for f in catalogue.COUNTERS if f.metric is not None and f.name in totals
     }
     return Aggregate(
         metrics=[mv for mv in metrics if math.isfinite(mv.value)],
         counter_totals={k: v for k, v in counter_totals.items() if math.isfinite(v)},
-        state=ClusterState(collected_at=now, pods=new_pods),
+        state=ClusterState(collected_at=now, pods=pods),
         nodes=len(inputs),
     )
+
+
+def baseline_of(node: NodeInput) -> PodState:
+    """The baseline a scraped pod leaves in the state."""
+    m = node.metrics
+    return PodState(
+        node.key, node.started_at, node.restart_count, dict(m.counters), m.latency_sum, m.latency_count
+    )
+
+
+def started_since(started_at: datetime | None, since: datetime) -> bool:
+    """Whether a pod the previous state does not know started after the previous collection (``since``)."""
+    return started_at is not None and _utc(started_at) > _utc(since)
+
+
+def _counter_metrics(inputs: Sequence[NodeInput], previous: ClusterState) -> list[MetricValue]:
+    """The counter increases of every pod against ``previous``, summed per family; the latency average."""
+    increases: dict[str, float] = {}
+    latency_sum = latency_count = 0.0
+    for node in inputs:
+        counters, delta_sum, delta_count = _pod_increases(
+            node, previous.pods.get(node.key), previous.collected_at
+        )
+        for name, value in counters.items():
+            increases[name] = increases.get(name, 0.0) + value
+        latency_sum += delta_sum
+        latency_count += delta_count
+    out = [
+        datum(f.metric, increases[f.name])
+        for f in catalogue.COUNTERS
+        if f.metric is not None and f.name in increases
+    ]
+    if latency_count > 0:
+        out.append(datum("awsAPILatencyAvg", latency_sum / latency_count))
+    return out
+
+
+def _pod_increases(
+    node: NodeInput, before: PodState | None, since: datetime
+) -> tuple[dict[str, float], float, float]:
+    """One pod's counter increases and latency (sum, count) increases against its baseline ``before``."""
+    m = node.metrics
+    if before is None:
+        if not started_since(node.started_at, since):
+            return dict.fromkeys(m.counters, 0.0), 0.0, 0.0  # a baseline only
+        before = PodState(node.key, None, None, {})  # new since the previous collection: counts from zero
+    restarted = (
+        node.restart_count is not None
+        and before.restart_count is not None
+        and node.restart_count > before.restart_count
+    )
+    counters = {
+        name: _increase(value, before.counters.get(name, 0.0), restarted)
+        for name, value in m.counters.items()
+    }
+    if m.latency_sum is None or m.latency_count is None:
+        return counters, 0.0, 0.0
+    prev_sum, prev_count = before.latency_sum or 0.0, before.latency_count or 0.0
+    reset = restarted or m.latency_count < prev_count or m.latency_sum < prev_sum
+    return counters, _increase(m.latency_sum, prev_sum, reset), _increase(m.latency_count, prev_count, reset)
+
+
+def _failed_baselines(
+    failed: Mapping[str, datetime | None], previous: ClusterState, scraped: Collection[str]
+) -> dict[str, PodState]:
+    """Baselines of the pods that failed this time: the previous one, or zero for a pod new since."""
+    out: dict[str, PodState] = {}
+    for key, started_at in failed.items():
+        if key in scraped:
+            continue
+        if key in previous.pods:
+            out[key] = previous.pods[key]
+        elif started_since(started_at, previous.collected_at):
+            out[key] = PodState(key, started_at, None, {})
+    return out

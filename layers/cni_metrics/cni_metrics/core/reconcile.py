@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from cni_metrics.core import catalogue
-from cni_metrics.core.aggregate import aggregate
+from cni_metrics.core.aggregate import aggregate, baseline_of
 from cni_metrics.core.catalogue import datum
 from cni_metrics.core.model import ClusterState, MetricValue, NodeInput, NodeMetrics, PodState
 
@@ -57,7 +57,7 @@ def after_lost_claim(
         newer,
         winner,
         now=max(winner.collected_at, collected_at),
-        carry_over=winner.pods.keys() - {node.key for node in newer},
+        failed=dict.fromkeys(winner.pods.keys() - {node.key for node in newer}),
         exhaustion_threshold_pct=exhaustion_threshold_pct,
     )
     counters = [metric for metric in result.metrics if metric.name in COUNTER_METRICS]
@@ -73,7 +73,7 @@ def missed(
     total = increases(previous, mine)
     if winner is not None:
         theirs = node_of(winner)
-        mine_state = ClusterState(seen_at, {mine.key: pod_of(mine)})
+        mine_state = ClusterState(seen_at, {mine.key: baseline_of(mine)})
         for name, value in increases(mine_state, theirs).items():
             total[name] = total.get(name, 0.0) + value
         for name, value in increases(previous, theirs).items():
@@ -86,15 +86,6 @@ def increases(previous: ClusterState, node: NodeInput) -> dict[str, float]:
     pods = {node.key: previous.pods[node.key]} if node.key in previous.pods else {}
     result = aggregate([node], ClusterState(previous.collected_at, pods), now=previous.collected_at)
     return {m.name: m.value for m in result.metrics if m.name in COUNTER_METRICS}
-
-
-def pod_of(node: NodeInput) -> PodState:
-    """The baseline a scraped node leaves."""
-    metrics = node.metrics
-    return PodState(
-        node.key, node.started_at, node.restart_count, dict(metrics.counters),
-        metrics.latency_sum, metrics.latency_count,
-    )
 
 
 def node_of(pod: PodState) -> NodeInput:
