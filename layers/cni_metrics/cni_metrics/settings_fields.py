@@ -1,16 +1,27 @@
 """Validators shared by the collector's and the dashboard function's settings models.
 
 One home for what both functions read from the same environment variables: the cluster-name, region
-and role patterns, comma-separated names, the ``key=value`` discovery tag, the CloudWatch namespace,
-environment values taken by field alias, and the one-line description of a pydantic ``ValidationError``.
+and role patterns, comma-separated names, the ``key=value`` discovery tag, the CloudWatch namespace, the
+published metrics (``MetricSelection``: METRIC_SET, METRICS_INCLUDE, METRICS_EXCLUDE), environment values
+taken by field alias, and the one-line description of a pydantic ``ValidationError``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from cni_metrics.core.metric_sets import DEFAULT_SET, MetricSet, check_excludable, check_names, selected
 
 # EKS cluster names: 1-100 characters, letters, digits, hyphens and underscores, starting alphanumeric.
 CLUSTER_NAME_PATTERN = r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$"
@@ -54,7 +65,41 @@ ClusterName = Annotated[str, Field(pattern=CLUSTER_NAME_PATTERN)]
 ClusterNames = Annotated[list[ClusterName], BeforeValidator(split_names)]
 Tag = Annotated[tuple[str, str] | None, BeforeValidator(parse_tag)]
 Namespace = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(check_namespace)]
+
+
+def _metric_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(check_names(names))
+
+
+def _excludable_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(check_excludable(names))
+
+
+MetricNames = Annotated[tuple[str, ...], BeforeValidator(split_names), AfterValidator(_metric_names)]
+ExcludedMetricNames = Annotated[
+    tuple[str, ...], BeforeValidator(split_names), AfterValidator(_excludable_names)
+]
 _CLUSTER_NAME = TypeAdapter(ClusterName)
+
+
+class MetricSelection(BaseModel):
+    """The metrics a deployment publishes (cni_metrics.core.metric_sets): the collector publishes them,
+    the dashboard function draws and alarms on them. Both settings models inherit these fields."""
+
+    metric_set: MetricSet = Field(default=DEFAULT_SET, alias="METRIC_SET")
+    metrics_include: MetricNames = Field(default=(), alias="METRICS_INCLUDE")
+    metrics_exclude: ExcludedMetricNames = Field(default=(), alias="METRICS_EXCLUDE")
+
+    @model_validator(mode="after")
+    def _include_or_exclude(self) -> Self:
+        """A name both included and excluded is refused."""
+        selected(self.metric_set, self.metrics_include, self.metrics_exclude)
+        return self
+
+    @property
+    def published_metrics(self) -> frozenset[str]:
+        """The metric names published: the set, plus METRICS_INCLUDE, less METRICS_EXCLUDE."""
+        return selected(self.metric_set, self.metrics_include, self.metrics_exclude)
 
 
 def is_cluster_name(name: str) -> bool:

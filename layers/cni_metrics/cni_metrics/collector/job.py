@@ -4,8 +4,9 @@
 named by the event, plus any discovered by tag) at most ``CLUSTER_CONCURRENCY`` at a time; a cluster's
 failure is caught and reported in its ``ClusterOutcome``, never stopping the others. Per cluster: load
 the state and take its collection lease (or skip it: another run collects it), collect, aggregate,
-claim (conditional write), then publish and settle a step at a time: the protocol and what it
-guarantees are in docs/design/state.md.
+keep the metrics the deployment publishes (METRIC_SET, METRICS_INCLUDE, METRICS_EXCLUDE), claim
+(conditional write), then publish and settle a step at a time: the protocol and what it guarantees are
+in docs/design/state.md.
 """
 
 from __future__ import annotations
@@ -227,7 +228,10 @@ def _process(run: _Invocation, spec: ClusterSpec, outcome: ClusterOutcome) -> No
         outcome.status, outcome.error = "error", _joined(outcome.error, collection.error)
     elif collection.status == "no_aws_node_pods":
         outcome.status = "no_aws_node_pods"
-    batch = MetricBatch(f"{run.run_id}/{cluster}", collection.collected_at, tuple(metrics))
+    published = run.settings.published_metrics  # METRIC_SET, METRICS_INCLUDE, METRICS_EXCLUDE
+    batch = MetricBatch(
+        f"{run.run_id}/{cluster}", collection.collected_at, tuple(m for m in metrics if m.name in published)
+    )
     outcome.collected_at = collection.collected_at.isoformat()
 
     # 3. claim: new baselines and the outbox, releasing the lease

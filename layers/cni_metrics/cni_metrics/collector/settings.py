@@ -38,6 +38,7 @@ from cni_metrics.settings_fields import (
     ClusterName,
     ClusterNames,
     ConfigError,
+    MetricSelection,
     Namespace,
     Tag,
     describe,
@@ -102,8 +103,12 @@ def _check_prefix(value: str) -> str:
 ClusterSpecs = Annotated[list[ClusterSpec], BeforeValidator(_parse_json)]
 
 
-class Settings(BaseModel):
-    """Everything one collector invocation needs to know, validated (field aliases = variable names)."""
+class Settings(MetricSelection):
+    """Everything one collector invocation needs to know, validated (field aliases = variable names).
+
+    METRIC_SET, METRICS_INCLUDE and METRICS_EXCLUDE come from ``MetricSelection`` (shared with the
+    dashboard function): ``published_metrics`` are the names the run publishes.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
