@@ -76,6 +76,7 @@ def env(aws: str, monkeypatch: pytest.MonkeyPatch) -> Callable[[Any, list[str]],
         for key, value in {
             "CLUSTER_NAMES": ",".join(clusters), "STATE_BUCKET": STATE_BUCKET,
             "PUBLISH_MODE": "putmetricdata", "CONNECT_TIMEOUT_SECONDS": "2", "READ_TIMEOUT_SECONDS": "10",
+            "METRIC_SET": "full",  # per-zone and per-subnet capacity datums
         }.items():
             monkeypatch.setenv(key, value)
         return load_settings(os.environ)
