@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from cni_metrics.core.node import read_node_metrics, reduce_samples
-from cni_metrics.core.parser import PayloadError
+from cni_metrics.core.node import ValueRangeError, read_node_metrics, reduce_samples
+from cni_metrics.core.parser import PayloadError, Sample
 from core_payloads import fixture, payload, render_family
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -89,39 +89,80 @@ def test_counters_typed_gauge_before_v1_19_are_counters() -> None:
     assert metrics.gauges == {}
 
 
-def test_non_finite_samples_are_ignored() -> None:
-    # given NaN and ±Inf values mixed with finite ones
-    extra = (
-        render_family("awscni_ip_max", [({"x": "a"}, float("nan")), ({"x": "b"}, 10.0)])
-        + render_family("awscni_eni_max", [({}, float("inf"))])
-        + render_family(
-            "awscni_reconcile_count", [({"fn": "a"}, float("-inf")), ({"fn": "b"}, 4.0)], "counter"
-        )
-        + render_family(
-            "awscni_aws_api_latency_ms",
-            [
-                ({"api": "a", "quantile": "0.99"}, float("inf")),
-                ({"api": "b", "quantile": "0.99"}, float("nan")),
-                ({"api": "c", "quantile": "0.99"}, 7.0),
-                ({"api": "d", "quantile": "0.99"}, 3.0),
-                ({"api": "c", "quantile": "0.9"}, 99.0),
-            ],
-            "summary",
-        )
-        + render_family("awscni_aws_api_latency_ms_sum", [({"api": "a"}, float("nan"))], None)
-    )
-    # when read
-    metrics = read_node_metrics(payload(extra=extra))
-    # then only finite samples count; a family with no finite sample is absent
-    assert metrics.gauges == {"awscni_ip_max": 10}
-    assert metrics.counters == {"awscni_reconcile_count": 4}
+def test_nan_quantiles_are_ignored_as_summaries_without_observations() -> None:
+    # given the 2019-era payload, whose latency summary has NaN quantiles (no observations) except one
+    data = fixture("cni_test1.data")
+    assert data.count(b"NaN") > 10
+    # when read, then it is accepted and the p99 is the one number among the 0.99 quantiles
+    assert read_node_metrics(data).latency_p99 == 1
+
+
+@pytest.mark.parametrize(
+    ("family", "kind", "value"),
+    [
+        ("awscni_ip_max", "gauge", float("nan")),
+        ("awscni_eni_max", "gauge", float("inf")),
+        ("awscni_reconcile_count", "counter", float("-inf")),
+        ("awscni_add_ip_req_count", "counter", 1e300),
+        ("awscni_assigned_ip_addresses", "gauge", -(2.0**361)),
+        ("awscni_aws_api_latency_ms_sum", None, float("nan")),
+        ("awscni_aws_api_latency_ms_count", None, 2.0**360 * 1.5),
+    ],
+)
+def test_a_value_that_is_not_a_number_within_the_cloudwatch_range_makes_the_payload_bad(
+    family: str, kind: str | None, value: float
+) -> None:
+    # given a payload whose one sample of a summed family is NaN, ±Inf or beyond ±2^360, beside good ones
+    extra = render_family(family, [({"fn": "good"}, 4.0), ({"fn": "bad"}, value)], kind)
+    data = payload({"awscni_total_ip_addresses": 3.0}, extra=extra)
+    # when read (strict bytes take the quick path first; the str takes the full parser)
+    for form in (data, data.decode()):
+        with pytest.raises(PayloadError) as caught:
+            read_node_metrics(form)
+        # then the node is refused: the reason names the series and the line is its family's first sample
+        assert caught.value.reason.startswith(f'{family}{{fn="bad"}} is {value!r}')
+        assert data.splitlines()[caught.value.line - 1].startswith(f'{family}{{fn="good"}}'.encode())
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), 1e200])
+def test_a_p99_quantile_that_is_infinite_or_beyond_range_makes_the_payload_bad(value: float) -> None:
+    series = [({"api": "a", "quantile": "0.99"}, 7.0), ({"api": "b", "quantile": "0.99"}, value)]
+    data = payload(extra=render_family("awscni_aws_api_latency_ms", series, "summary"))
+    with pytest.raises(PayloadError, match=r"awscni_aws_api_latency_ms\{api=\"b\",quantile=\"0.99\"\} is"):
+        read_node_metrics(data)
+
+
+def test_other_quantiles_are_not_read() -> None:
+    # given an infinite median beside a finite p99: only the 0.99 quantile is used
+    series = [({"api": "a", "quantile": "0.5"}, float("inf")), ({"api": "a", "quantile": "0.99"}, 7.0)]
+    metrics = read_node_metrics(payload(extra=render_family("awscni_aws_api_latency_ms", series, "summary")))
     assert metrics.latency_p99 == 7
-    assert metrics.latency_sum is None
 
 
-def test_overflowing_sum_is_dropped() -> None:
-    extra = render_family("awscni_ip_max", [({"x": "a"}, 1.7e308), ({"x": "b"}, 1.7e308)])
-    assert "awscni_ip_max" not in read_node_metrics(payload(extra=extra)).gauges
+def test_a_sum_beyond_range_makes_the_payload_bad() -> None:
+    # given two samples within ±2^360 whose sum is not
+    half = 2.0**359 * 1.5
+    data = payload(extra=render_family("awscni_ip_max", [({"x": "a"}, half), ({"x": "b"}, half)]))
+    for form in (data, data.decode()):
+        with pytest.raises(PayloadError, match=r"awscni_ip_max sums to .* beyond ±2\^360"):
+            read_node_metrics(form)
+
+
+def test_values_at_the_limit_are_kept() -> None:
+    limit = 2.0**360
+    data = payload({"awscni_ip_max": limit}, {"awscni_add_ip_req_count": -limit})
+    metrics = read_node_metrics(data)
+    assert (metrics.gauges["awscni_ip_max"], metrics.counters["awscni_add_ip_req_count"]) == (limit, -limit)
+
+
+def test_reduce_samples_names_the_bad_sample() -> None:
+    sample = Sample("awscni_ip_max", {}, float("nan"))
+    with pytest.raises(ValueRangeError) as caught:
+        reduce_samples([sample])
+    assert (caught.value.name, caught.value.reason) == (
+        "awscni_ip_max",
+        "awscni_ip_max is nan, not a number within ±2^360",
+    )
 
 
 def test_malformed_payload_raises_payload_error() -> None:

@@ -1,8 +1,8 @@
 """``parser.quick_scan`` (the hot path of ``read_node_metrics``) agrees with the full parser.
 
 Whenever it answers, the full parser accepts the payload and reduces it to the same ``NodeMetrics``
-(unless a summed family has a non-finite sample or sum: then the reduction declines too); whenever the
-full parser rejects a payload, it declines (None). ``read_node_metrics`` = the full way.
+(unless a value is not a number within ±2^360: then both reductions refuse it); whenever the full parser
+rejects a payload, it declines (None). ``read_node_metrics`` = the full way.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from operator import add
 from cni_metrics.core import parser
 from cni_metrics.core.catalogue import API_LATENCY, API_LATENCY_COUNT, API_LATENCY_SUM, BUILD_INFO, FAMILIES
 from cni_metrics.core.model import NodeMetrics
-from cni_metrics.core.node import _reduce_scan, read_node_metrics, reduce_samples
+from cni_metrics.core.node import ValueRangeError, _reduce_scan, read_node_metrics, reduce_samples
 from cni_metrics.core.parser import PayloadError, parse_payload, quick_scan
 from core_payloads import FIXTURE_NAMES, fixture, go_filler, render_family
 from hypothesis import HealthCheck, given, settings
@@ -44,10 +44,19 @@ families = st.dictionaries(
 
 
 def _full(data: bytes) -> NodeMetrics | None:
+    """The full parser's reduction; None when it rejects the payload or a value (both PayloadError)."""
     try:
         return reduce_samples(parse_payload(data).samples())
-    except PayloadError:
+    except (PayloadError, ValueRangeError):
         return None
+
+
+def _parses(data: bytes) -> bool:
+    try:
+        parse_payload(data)
+    except PayloadError:
+        return False
+    return True
 
 
 def _same(a: NodeMetrics, b: NodeMetrics) -> bool:
@@ -64,37 +73,25 @@ def _same(a: NodeMetrics, b: NodeMetrics) -> bool:
     )
 
 
-_SUMMED = {f.name for f in FAMILIES if f.kind in ("gauge", "counter")} | {API_LATENCY_SUM, API_LATENCY_COUNT}
-
-
-def _has_non_finite_sum(data: bytes) -> bool:
-    """Some summed family, added up with every sample (non-finite ones too), is not finite."""
-    sums: dict[str, float] = {}
-    for sample in parse_payload(data).samples():
-        if sample.name in _SUMMED:
-            sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
-    return not all(map(math.isfinite, sums.values()))
-
-
 def _agrees(data: bytes) -> bool:
-    """quick_scan answers only for payloads the full parser accepts, with the same reduction; True when
-    the quick path gave the result."""
+    """quick_scan answers only for payloads the full parser accepts; its reduction declines exactly when
+    the full one refuses a value, else gives the same result; True when the quick path gave the result."""
     full = _full(data)
     scan = quick_scan(data)
     quick = None if scan is None else _reduce_scan(scan)
     if scan is not None:
-        assert full is not None, "quick_scan accepted a payload the full parser rejects"
-        if quick is None:
-            assert _has_non_finite_sum(data), "the quick reduction declined a payload with finite sums"
-        else:
-            assert _same(quick, full)
+        assert _parses(data), "quick_scan accepted a payload the full parser rejects"
+        assert (quick is None) is (full is None), "the reductions disagree on whether every value is good"
+    if quick is not None:
+        assert full is not None
+        assert _same(quick, full)
     if full is None:
         try:
             read_node_metrics(data)
         except PayloadError:
             pass
         else:
-            raise AssertionError("read_node_metrics accepted a payload the full parser rejects")
+            raise AssertionError("read_node_metrics accepted a payload the full way refuses")
     else:
         assert _same(read_node_metrics(data), full)
     return quick is not None
@@ -170,16 +167,22 @@ def test_memo_caches_stay_bounded() -> None:
     assert len(parser._canonical) <= parser._CACHE_LIMIT
 
 
-def test_non_finite_and_overflowing_sums_take_the_full_reduction() -> None:
+def test_values_outside_the_range_take_the_full_reduction_which_refuses_them() -> None:
     for data in (
         b'awscni_ip_max{a="1"} NaN\nawscni_ip_max{a="2"} 3\n',
         b'awscni_ip_max{a="1"} +Inf\nawscni_add_ip_req_count -Inf\n',
         b'awscni_ip_max{a="1"} 1e308\nawscni_ip_max{a="2"} 1e308\nawscni_eni_max 2\n',
+        b'awscni_ip_max{a="1"} NaN\nawscni_ip_max{a="2"} 1e300\n',  # NaN first: max() does not see 1e300
+        b'awscni_ip_max{a="1"} 1e300\nawscni_ip_max{a="2"} -1e300\n',  # a sum in range of samples beyond
+        b'awscni_ip_max{a="1"} 1.5e108\nawscni_ip_max{a="2"} 1.5e108\n',  # samples in range, the sum not
         f'{API_LATENCY_SUM} NaN\n{API_LATENCY_COUNT} 1e308\n{API_LATENCY_COUNT}{{a="1"}} 1e308\n'.encode(),
+        f'{API_LATENCY}{{quantile="0.99"}} -Inf\n{API_LATENCY}{{quantile="0.99",a="1"}} 3\n'.encode(),
     ):
+        # then the quick scan reads it, its reduction declines, and the full way refuses it
         scan = quick_scan(data)
         assert scan is not None
         assert _reduce_scan(scan) is None
+        assert _full(data) is None
         assert _agrees(data) is False
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cni_metrics.core import catalogue
-from cni_metrics.core.model import ClusterState, PodState
+from cni_metrics.core.model import ClusterState, HistoryPoint, PodState
 from cni_metrics.core.state_codec import StateError, dump_state, load_state
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -57,10 +57,20 @@ def test_ten_thousand_pods_state_is_small() -> None:
     assert load_state(data) == _state(10_000)
 
 
-def test_dump_refuses_non_finite_values() -> None:
-    state = ClusterState(T0, {"a": PodState("a", None, None, {"x": float("nan")})})
-    with pytest.raises(ValueError, match="non-finite"):
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1e300, 2.0**360 * (1 + 2**-52)])
+def test_dump_refuses_values_cloudwatch_would_refuse(value: float) -> None:
+    state = ClusterState(T0, {"a": PodState("a", None, None, {"x": value})})
+    with pytest.raises(ValueError, match="not a number within ±2\\^360"):
         dump_state(state)
+
+
+def test_values_at_the_limit_round_trip() -> None:
+    # given the largest magnitudes CloudWatch accepts, as counter, latency and history values
+    limit = 2.0**360
+    state = ClusterState(T0, {"a": PodState("a", None, None, {"x": limit}, -limit, limit)})
+    state.history = [HistoryPoint(T0, -limit)]
+    # then they are kept
+    assert load_state(dump_state(state)) == state
 
 
 def _doc(**changes: object) -> bytes:
@@ -88,13 +98,30 @@ def _doc(**changes: object) -> bytes:
         (_doc(p={"a": [None, None, [1, 2], None, None]}), "pod 'a': expected 1 counter values"),
         (_doc(p={"a": [None, None, ["1"], None, None]}), "pod 'a' counter x is not a number"),
         (_doc(p={"a": [None, None, [True], None, None]}), "pod 'a' counter x is not a number"),
-        (_doc(p={"a": [None, None, [10**400], None, None]}), "pod 'a' counter x out of range"),
+        (_doc(p={"a": [None, None, [10**400], None, None]}), "pod 'a' counter x is 100000"),
+        (
+            _doc(p={"a": [None, None, [1e300], None, None]}),
+            "pod 'a' counter x is 1e+300, not a number within",
+        ),
+        (_doc(p={"a": [None, None, [-(2**361)], None, None]}), "pod 'a' counter x is -469"),
+        (_doc(p={"a": [None, None, [1], 1e200, None]}), "pod 'a' latency sum is 1e+200, not a number"),
+        (_doc(p={"a": [None, None, [1], None, -1e109]}), "pod 'a' latency count is -1e+109, not a number"),
+        (_doc(h=[[1, 1], [2, 1e300]]), "history point 1 assigned is 1e+300, not a number within ±2^360"),
         (_doc(p={"a": [1.5, None, [1], None, None]}), "pod 'a' start time is not an integer timestamp"),
         (_doc(p={"a": [None, None, [1], "s", None]}), "pod 'a' latency sum is not a number"),
         (b'{"v":1,"t":1,"f":["x"],"p":{"a":[null,null,[NaN],null,null]}}', "non-finite number NaN"),
+        (b'{"v":1,"t":1,"f":["x"],"p":{"a":[null,null,[Infinity],null,null]}}', "non-finite number Infinity"),
         (
-            b'{"v":1,"t":1,"f":["x"],"p":{"a":[null,null,[1e999],null,null]}}',
-            "pod 'a' counter x is not finite",
+            b'{"v":1,"t":1,"f":["x"],"p":{"a":[null,null,[-Infinity],null,null]}}',
+            "non-finite number -Infinity",
+        ),
+        (
+            b'{"v":1,"t":1,"f":["x"],"p":{"a":[null,null,[1e400],null,null]}}',
+            "pod 'a' counter x is inf, not a number within ±2^360",
+        ),
+        (
+            b'{"v":1,"t":1,"f":["x"],"p":{},"h":[[1,-1e400]]}',
+            "history point 0 assigned is -inf, not a number",
         ),
     ],
 )

@@ -30,6 +30,14 @@ DIMENSION = "CLUSTER_ID"
 """The dimension every published datum carries (the upstream helper's)."""
 CAPACITY_LOG_MESSAGE = "nodes nearest IP exhaustion"
 """The message of the collector's per-cluster capacity log record, which the dashboard queries."""
+VALUE_LIMIT = 2.0**360
+"""CloudWatch refuses a datum whose magnitude is beyond this (and NaN, ±Inf): no number the core keeps or
+publishes is (payload values, stored state, sums)."""
+
+
+def in_range(value: float) -> bool:
+    """Whether ``value`` is a number within ±2^360 (CloudWatch's range); NaN and ±Inf are not."""
+    return -VALUE_LIMIT <= value <= VALUE_LIMIT
 
 
 @dataclass(frozen=True, slots=True)

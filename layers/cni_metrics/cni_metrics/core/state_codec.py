@@ -12,16 +12,19 @@ document without it (written before it existed) loads with an empty history.
 
 Family names are written once in ``f`` and each pod's counters are a positional list, so a pod costs
 about its key plus a dozen numbers. Times are UTC epoch microseconds (naive datetimes are taken as UTC;
-loaded ones are UTC-aware). Integral values are written as JSON integers.
+loaded ones are UTC-aware). Integral values are written as JSON integers. Every value is a number within
+±2^360 (CloudWatch's range): ``dump_state`` refuses others (ValueError) and ``load_state`` refuses a
+document holding one (``StateError``: NaN, Infinity, 1e400, 1e300 ...), so it is replaced by fresh
+baselines instead of poisoning every later run.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cni_metrics.core.catalogue import VALUE_LIMIT, in_range
 from cni_metrics.core.model import ClusterState, HistoryPoint, PodState
 
 VERSION = 1
@@ -44,8 +47,8 @@ def _micros(moment: datetime) -> int:
 
 
 def _encoded_number(value: float) -> float | int:
-    if not math.isfinite(value):
-        raise ValueError(f"non-finite value {value!r} in state")
+    if not in_range(value):
+        raise ValueError(f"value {value!r} in state is not a number within ±2^360")
     return int(value) if value.is_integer() and abs(value) < _MAX_EXACT else value
 
 
@@ -87,13 +90,9 @@ def _decoded_time(value: Any, what: str) -> datetime:
 def _float(value: Any, what: str) -> float:
     if type(value) not in (int, float):
         raise StateError(f"{what} is not a number")
-    try:
-        result = float(value)
-    except OverflowError:
-        raise StateError(f"{what} out of range") from None
-    if not math.isfinite(result):
-        raise StateError(f"{what} is not finite")
-    return result
+    if not -VALUE_LIMIT <= value <= VALUE_LIMIT:  # exact for integers of any size; inf (from 1e400) too
+        raise StateError(f"{what} is {str(value)[:24]}, not a number within ±2^360")
+    return float(value)
 
 
 def _pod(key: str, entry: Any, families: list[str]) -> PodState:
