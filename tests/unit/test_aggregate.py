@@ -266,3 +266,29 @@ def test_outputs_are_always_finite() -> None:
     assert all(math.isfinite(m.value) for m in result.metrics)
     assert all(math.isfinite(v) for v in result.counter_totals.values())
     assert "maxIPAddresses" not in metrics_of(result)
+
+
+def test_sums_beyond_the_cloudwatch_range_are_left_out_with_a_reason() -> None:
+    # given two nodes at the edge of CloudWatch's range (2^360 each): every sum over them is beyond it
+    limit = 2.0**360
+    nodes = [node(k, {ADD: limit}, {"awscni_ip_max": limit, "awscni_eni_max": 4.0}) for k in ("a", "b")]
+    first = aggregate(nodes, None, now=T0)
+    grown = [node(k, {ADD: limit}, {"awscni_ip_max": limit, "awscni_eni_max": 4.0}) for k in ("a", "b")]
+    previous = ClusterState(T0, {k: PodState(k, None, None, {ADD: -limit}) for k in ("a", "b")})
+    second = aggregate(grown, previous, now=T1)
+    # then the sums are not published nor totalled, each named as left out; the rest is published
+    assert metrics_of(first) == {"eniMaxAvailable": 8.0}
+    assert first.dropped == (f"maxIPAddresses: {2 * limit!r} is not a number within ±2^360",)
+    assert first.counter_totals == {}
+    assert "addReqCount" not in metrics_of(second)
+    assert f"addReqCount: {4 * limit!r} is not a number within ±2^360" in second.dropped
+    # and the baselines keep each node's own value, within range
+    assert second.state.pods["a"].counters == {ADD: limit}
+
+
+def test_values_at_the_limit_are_published() -> None:
+    limit = 2.0**360
+    result = aggregate([node("a", {ADD: limit}, {"awscni_ip_max": limit})], None, now=T0)
+    assert metrics_of(result) == {"maxIPAddresses": limit}
+    assert result.counter_totals == {"addReqCount": limit}
+    assert result.dropped == ()

@@ -244,3 +244,72 @@ def test_collect_cli_report_shows_capacity() -> None:
     assert [n["node"] for n in cap["nearest"]] == ["n1", "n2"]
     assert "subnet subnet-1 az-a 10.0.0.0/24: 30 free" in table
     assert "capacity incomplete: listing ENIConfigs: HTTP 403" in table
+
+
+def test_overflowing_sums_are_left_out_with_a_reason_and_never_enter_the_history() -> None:
+    # given two nodes serving finite gauges whose sums overflow (1e308 each), after a history of 5 points
+    nodes = [node("a", "az-a", 1e308, 1e308, 1e308), node("b", "az-a", 1e308, 1e308, 1e308)]
+    past = history([10, 11, 12, 13, 14])
+    # when the capacity numbers are computed
+    cap = capacity(nodes, [Subnet("subnet-1", "az-a", 30)], {"subnet-1"}, past, now=T0 + timedelta(minutes=5),
+                   threshold_pct=90)
+    # then every published value is a number within ±2^360, the overflowing ones are named as left out,
+    # the history keeps its points without the overflowed sum, and the state holding it can be written
+    limit = 2.0**360
+    assert all(-limit <= m.value <= limit for m in cap.metrics)
+    names = {m.name for m in cap.metrics}
+    assert {"zoneAssignIPAddresses", "zoneTotalIPAddresses", "zoneMaxIPAddresses"} & names == set()
+    assert {"availableSubnetIPAddresses", "minSubnetAvailableIPAddresses", "zoneNodesNearIPExhaustion"} <= (
+        names
+    )
+    assert cap.history == past
+    assert (cap.remaining, cap.hours) == (0.0, 0.0)  # each node: max - assigned = 0 left
+    assert any(reason.startswith("history: assigned IPs summed to inf") for reason in cap.dropped)
+    assert "zoneAssignIPAddresses AvailabilityZone=az-a: inf is not a number within ±2^360" in cap.dropped
+    assert load_state(dump_state(ClusterState(T0, history=cap.history))).history == past
+
+
+def test_a_trend_beyond_range_is_left_out() -> None:
+    # given a history rising by 1e-7 IPs a minute and one node whose room is within range, so that the
+    # hours to exhaustion (about 2^359 / 6e-6) are not
+    past = history([0, 1e-7, 2e-7, 3e-7, 4e-7])
+    nodes = [node("a", "az-a", 5e-7, 5e-7, 2.0**359)]
+    cap = capacity(nodes, None, (), past, now=T0 + timedelta(minutes=5), threshold_pct=90)
+    # then the hours are left out (remaining / a slope near 0) and the remaining IPs are published
+    assert cap.hours is None
+    assert by_name(cap.metrics)[("remainingIPAddresses", ())] == 2.0**359 - 5e-7
+    assert [reason.split(":")[0] for reason in cap.dropped] == ["hoursToIPExhaustion"]
+
+
+def test_cluster_serving_overflowing_gauges_keeps_publishing_health_and_its_state() -> None:
+    # given a cluster whose two nodes serve finite 1e308 gauges, run by the whole job twice
+    from cni_metrics.adapters.publishers import PublishResult
+    from cni_metrics.adapters.state_store import InMemoryStateStore
+    from cni_metrics.collector.cluster import ClusterCollection, CollectionHealth
+    from cni_metrics.collector.job import Deps, run_collection
+    from cni_metrics.collector.settings import ClusterSpec, load_settings
+
+    nodes = [node("a", "az-a", 1e308, 1e308, 1e308), node("b", "az-a", 1e308, 1e308, 1e308)]
+    published: list[MetricValue] = []
+
+    def collect(spec: ClusterSpec, deadline: float) -> ClusterCollection:
+        return ClusterCollection("prod", "ok", None, nodes, set(), CollectionHealth(2, 2), [], T0)
+
+    class Publisher:
+        def publish(self, cluster: str, batches: Sequence[MetricBatch]) -> PublishResult:
+            published.extend(m for batch in batches for m in batch.metrics)
+            return PublishResult(published=sum(len(batch.metrics) for batch in batches))
+
+    store = InMemoryStateStore()
+    settings = load_settings({"CLUSTER_NAMES": "prod", "STATE_BUCKET": "state-bucket"})
+    deps = Deps(store=store, publisher=Publisher(), collect=collect, clock=lambda: T0, monotonic=lambda: 0.0)
+    # when the job runs twice
+    outcomes = [run_collection(settings, deps=deps, remaining_seconds=300).clusters[0] for _ in range(2)]
+    # then both runs succeed and publish the health numbers, and the state is stored
+    assert [(o.status, o.error) for o in outcomes] == [("ok", None), ("ok", None)]
+    assert [m.value for m in published if m.name == "nodesScraped"] == [2.0, 2.0]
+    stored = store.load("prod")
+    assert stored is not None
+    document = decode_document(stored.body)
+    assert document.state is not None
+    assert set(document.state.pods) == {"a", "b"}

@@ -12,6 +12,10 @@
 - ``hoursToIPExhaustion``: remaining / the least-squares slope of assigned IPs over the history; omitted when
   the trend is flat or falling or the history too short, 0 when nothing remains.
 - The K nodes nearest their maximum, for one structured log record per cluster and run.
+
+Overflow is contained: a number that is not within ±2^360 (CloudWatch's range; NaN and ±Inf are not),
+say a sum over nodes serving absurd gauges, is left out with a reason in ``Capacity.dropped``, and such
+a sum never enters the history (which the state stores). Everything else is still published.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cni_metrics.core.catalogue import ASSIGNED_IPS, IP_MAX, TOTAL_IPS, datum
+from cni_metrics.core.catalogue import ASSIGNED_IPS, IP_MAX, TOTAL_IPS, datum, in_range
 from cni_metrics.core.model import HistoryPoint, MetricValue, NodeInput
 
 ZONE = "AvailabilityZone"
@@ -84,6 +88,7 @@ class Capacity:
     remaining: float | None
     hours: float | None
     history: list[HistoryPoint]
+    dropped: tuple[str, ...] = ()
 
 
 def node_capacities(nodes: Iterable[NodeInput]) -> list[NodeCapacity]:
@@ -202,15 +207,33 @@ def capacity(
     caps = node_capacities(nodes)
     metrics = zone_metrics(caps, threshold_pct)
     metrics += subnet_metrics(subnets or [], any(n.prefix_delegation for n in caps))
+    dropped: list[str] = []
     new_history = list(history)
     if caps:
-        new_history = updated_history(history, HistoryPoint(now, sum(max(0.0, n.assigned) for n in caps)))
+        assigned = sum(max(0.0, n.assigned) for n in caps)
+        if in_range(assigned):
+            new_history = updated_history(history, HistoryPoint(now, assigned))
+        else:
+            dropped.append(f"history: assigned IPs summed to {assigned!r}, beyond ±2^360")
     pod_subnets = None if subnets is None else [s for s in subnets if s.subnet_id in pod_subnet_ids]
-    remaining = remaining_ips(caps, pod_subnets)
-    hours = hours_to_exhaustion(new_history, remaining)
+    remaining = _kept("remainingIPAddresses", remaining_ips(caps, pod_subnets), dropped)
+    hours = _kept("hoursToIPExhaustion", hours_to_exhaustion(new_history, remaining), dropped)
     if remaining is not None:
         metrics.append(datum("remainingIPAddresses", remaining))
     if hours is not None:
         metrics.append(datum("hoursToIPExhaustion", hours))
     near = sum(1 for n in caps if n.utilization_pct >= threshold_pct)
-    return Capacity(metrics, top_nodes(caps, k), near, remaining, hours, new_history)
+    published = [m for m in metrics if _kept(_labelled(m), m.value, dropped) is not None]
+    return Capacity(published, top_nodes(caps, k), near, remaining, hours, new_history, tuple(dropped))
+
+
+def _labelled(metric: MetricValue) -> str:
+    return " ".join([metric.name, *(f"{key}={value}" for key, value in metric.dimensions)])
+
+
+def _kept(name: str, value: float | None, dropped: list[str]) -> float | None:
+    """``value`` when it is None or within ±2^360; else None, and the reason in ``dropped``."""
+    if value is None or in_range(value):
+        return value
+    dropped.append(f"{name}: {value!r} is not a number within ±2^360")
+    return None

@@ -27,7 +27,7 @@ def metrics_and_state(
     A failed collection (status ``error``, or every node failed) publishes its health numbers only and
     keeps the previous baselines: no gauge is summed over zero nodes. A usable one adds the capacity
     numbers (``cni_metrics.capacity``), keeps their history in the state and logs the nodes nearest
-    exhaustion.
+    exhaustion; a number left out as beyond CloudWatch's range is logged with its reason.
     """
     health = collection.health.to_metrics()
     if not usable(collection):
@@ -49,6 +49,9 @@ def metrics_and_state(
         threshold_pct=settings.exhaustion_threshold_pct,
     )
     result.state.history = cap.history
+    for reason in (*result.dropped, *cap.dropped):
+        cluster = collection.cluster
+        logger.warning("cluster %s: left out: %s", cluster, reason, extra={"cluster": cluster})
     _log_capacity(collection.cluster, cap, settings.exhaustion_threshold_pct)
     return [*result.metrics, *cap.metrics, *health], result.state
 

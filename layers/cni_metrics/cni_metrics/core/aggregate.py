@@ -15,18 +15,26 @@ zero baseline (everything it counts is new), else none (its value when next scra
 
 Latency (``_sum``/``_count`` of the API latency summary) uses the same rules per pod. Gauges are summed
 over nodes; odd gauges are kept as served except where a derived number needs a floor: warm IPs are
-``max(0, total - assigned)`` per node, utilisation uses ``max(0, assigned)``. A non-finite result is
-never published.
+``max(0, total - assigned)`` per node, utilisation uses ``max(0, assigned)``. A result that is not a
+number within ±2^360 (CloudWatch's range; a sum over nodes can overflow it) is never published: it is
+left out with a reason in ``Aggregate.dropped``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
 from cni_metrics.core import catalogue
-from cni_metrics.core.catalogue import ASSIGNED_IPS, ENI_ALLOCATED, ENI_MAX, IP_MAX, TOTAL_IPS, datum
+from cni_metrics.core.catalogue import (
+    ASSIGNED_IPS,
+    ENI_ALLOCATED,
+    ENI_MAX,
+    IP_MAX,
+    TOTAL_IPS,
+    datum,
+    in_range,
+)
 from cni_metrics.core.model import Aggregate, ClusterState, MetricValue, NodeInput, PodState
 
 
@@ -113,11 +121,15 @@ def aggregate(
     counter_totals = {
         f.metric: totals[f.name] for f in catalogue.COUNTERS if f.metric is not None and f.name in totals
     }
+    dropped = [
+        f"{m.name}: {m.value!r} is not a number within ±2^360" for m in metrics if not in_range(m.value)
+    ]
     return Aggregate(
-        metrics=[mv for mv in metrics if math.isfinite(mv.value)],
-        counter_totals={k: v for k, v in counter_totals.items() if math.isfinite(v)},
+        metrics=[m for m in metrics if in_range(m.value)],
+        counter_totals={k: v for k, v in counter_totals.items() if in_range(v)},
         state=ClusterState(collected_at=now, pods=pods),
         nodes=len(inputs),
+        dropped=tuple(dropped),
     )
 
 

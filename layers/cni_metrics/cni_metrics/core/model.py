@@ -101,10 +101,12 @@ class Aggregate:
 
     ``metrics``: what to publish (gauges, increases, derived numbers). ``counter_totals``: the sum over nodes
     and labels of each counter's cumulative value, under upstream names. ``state``: the new baseline, to be
-    stored only once ``metrics`` were published.
+    stored only once ``metrics`` were published. ``dropped``: why a number was left out (not within ±2^360,
+    CloudWatch's range: a sum over nodes beyond it, say).
     """
 
     metrics: list[MetricValue]
     counter_totals: dict[str, float]
     state: ClusterState
     nodes: int
+    dropped: tuple[str, ...] = ()
