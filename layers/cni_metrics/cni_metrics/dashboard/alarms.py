@@ -13,6 +13,9 @@ never deletes (nor counts as its own) an alarm without the marker. Per cluster:
   treated as breaching: the collector stopped publishing for that cluster (or cannot reach it).
 - ``hours-to-exhaustion``: Minimum hoursToIPExhaustion < ``exhaustion_hours`` (24) in a period: at the
   current trend pods run out of IPs within a day; missing data (flat or falling trend) is fine.
+
+An alarm on a metric the deployment does not publish (``AlarmOptions.metrics``) is not made: with
+METRIC_SET=compat only ``METRICS_INCLUDE`` brings the health alarms back (nodesFailed, nodesScraped).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cni_metrics.core.catalogue import DIMENSION
+from cni_metrics.core.metric_sets import FULL
 from cni_metrics.dashboard.body import EXHAUSTION_HOURS, MANAGED_BY
 
 ALARM_PERIOD = 300
@@ -37,6 +41,8 @@ class AlarmOptions:
     utilization_pct: float = 80.0
     periods: int = 3
     exhaustion_hours: float = EXHAUSTION_HOURS
+    metrics: frozenset[str] = FULL
+    """The metric names the collector publishes; alarms on the others are not made."""
 
 
 def alarm_prefix(name: str) -> str:
@@ -69,6 +75,8 @@ def desired_alarms(clusters: Iterable[str], options: AlarmOptions) -> dict[str, 
              f"IPs run out within {options.exhaustion_hours:g} h at the current trend"),
         ]
         for kind, metric, stat, operator, threshold, periods, missing, what in specs:
+            if metric not in options.metrics:
+                continue
             name = f"{alarm_prefix(options.name)}{cluster}/{kind}"
             actions = [options.topic_arn] if options.topic_arn else []
             alarms[name] = {

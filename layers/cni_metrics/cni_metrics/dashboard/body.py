@@ -7,8 +7,12 @@ widget is placed by a fixed layout. A fleet larger than one page is split across
 fourteen widgets per cluster, the last row for capacity: hours to exhaustion, utilisation per zone and
 free IPs per subnet (SEARCH expressions: zones and subnets are found in the metrics), and a Logs Insights
 table of the nodes nearest exhaustion from the collector's log group. The totalIPv4Prefixes graph is
-always drawn: it stays flat at 0 on
-clusters that do not use prefix delegation, which is itself worth seeing.
+drawn whenever it is published: it stays flat at 0 on clusters that do not use prefix delegation, which
+is itself worth seeing.
+
+Only published metrics are drawn (``DashboardOptions.metrics``: the deployment's METRIC_SET,
+METRICS_INCLUDE and METRICS_EXCLUDE): a line of another metric is left out, a graph left without lines
+is left out and the others of its row share its width; without ``ipUtilization`` there is no fleet row.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from cni_metrics.core.catalogue import CAPACITY_LOG_MESSAGE, DIMENSION
+from cni_metrics.core.metric_sets import FULL
 
 Json = dict[str, Any]
+Line = list[Any]
+Cell = tuple[int, int, Json | None]
 
 GRID_WIDTH = 24
 MAX_WIDGETS = 500
@@ -46,6 +53,8 @@ class DashboardOptions:
     critical_pct: float = 90.0
     clusters_per_dashboard: int = 20
     collector_log_group: str = ""
+    metrics: frozenset[str] = FULL
+    """The metric names the collector publishes; lines, graphs and searches of the others are left out."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.clusters_per_dashboard <= MAX_CLUSTERS_PER_DASHBOARD:
@@ -114,14 +123,17 @@ def build_dashboards(clusters: Iterable[str], options: DashboardOptions) -> list
             for row in _cluster_rows(cluster, options):
                 layout.add_row(row)
         body: Json = {"start": "-PT3H", "periodOverride": "inherit", "widgets": layout.widgets}
-        searches = tuple(s for cluster in page_clusters for s in _capacity_searches(cluster, options))
+        searches = tuple(
+            s for cluster in page_clusters for s in _capacity_searches(cluster, options)
+            if s.metric in options.metrics
+        )
         result.append(DashboardPage(page_names[index], body, tuple(page_clusters), searches))
     return result
 
 
 def _paginate(names: list[str], options: DashboardOptions) -> list[list[str]]:
     """Split the sorted clusters into pages that stay within the widget limit."""
-    fleet_widgets = 2 * math.ceil(len(names) / FLEET_CHUNK)
+    fleet_widgets = 2 * math.ceil(len(names) / FLEET_CHUNK) if "ipUtilization" in options.metrics else 0
     first_room = (MAX_WIDGETS - 1 - fleet_widgets) // WIDGETS_PER_CLUSTER
     if first_room < 1 and names:
         raise ValueError(f"too many clusters for one fleet row: {len(names)}")
@@ -139,10 +151,14 @@ class _Layout:
         self.widgets: list[Json] = []
         self._y = 0
 
-    def add_row(self, cells: list[tuple[int, int, Json]]) -> None:
+    def add_row(self, cells: list[Cell]) -> None:
+        """Place the row's widgets; when some are left out (None), the others share the row evenly."""
+        kept = [(width, height, widget) for width, height, widget in cells if widget is not None]
+        if len(kept) < len(cells) and kept:
+            kept = [(GRID_WIDTH // len(kept), height, widget) for _, height, widget in kept]
         x = 0
         height = 0
-        for width, cell_height, widget in cells:
+        for width, cell_height, widget in kept:
             self.widgets.append({**widget, "x": x, "y": self._y, "width": width, "height": cell_height})
             x += width
             height = max(height, cell_height)
@@ -153,12 +169,21 @@ def _text(markdown: str) -> Json:
     return {"type": "text", "properties": {"markdown": markdown}}
 
 
-def _metric(cluster: str, name: str, options: DashboardOptions, **extra: Any) -> list[Any]:
-    metric: list[Any] = [options.namespace, name, DIMENSION, cluster]
+def _metric(cluster: str, name: str, options: DashboardOptions, **extra: Any) -> Line | None:
+    """The graph line of one cluster's metric; None when the metric is not published."""
+    if name not in options.metrics:
+        return None
+    metric: Line = [options.namespace, name, DIMENSION, cluster]
     return [*metric, extra] if extra else metric
 
 
-def _graph(title: str, metrics: list[list[Any]], options: DashboardOptions, stat: str, **props: Any) -> Json:
+def _graph(
+    title: str, lines: list[Line | None], options: DashboardOptions, stat: str, **props: Any
+) -> Json | None:
+    """A time-series graph of the published ``lines``; None when none is."""
+    metrics = [line for line in lines if line is not None]
+    if not metrics:
+        return None
     properties: Json = {
         "title": title,
         "view": "timeSeries",
@@ -193,6 +218,20 @@ def _intro(options: DashboardOptions, page_names: list[str], index: int, cluster
     else:
         pages = ""
     shown = " … ".join(dict.fromkeys([clusters[0], clusters[-1]])) if clusters else "no clusters configured"
+    published = options.metrics
+    failed_assignments = (
+        "; **noAvailableIPAddrs > 0** means pods already failed to get an IP"
+        if "noAvailableIPAddrs" in published else ""
+    )
+    health = (
+        " Collector health: nodesFailed > 0 or gaps in nodesScraped mean the numbers above are incomplete."
+        if {"nodesFailed", "nodesScraped"} <= published else ""
+    )
+    left_out = (
+        f" This deployment publishes {len(FULL & published)} of the {len(FULL)} metrics (METRIC_SET, "
+        "METRICS_INCLUDE, METRICS_EXCLUDE): graphs of the others are left out."
+        if FULL - published else ""
+    )
     markdown = (
         f"# Amazon VPC CNI: IP addresses per cluster ({shown})\n"
         "**ipUtilization** = IPs assigned to pods / IPs the nodes' instance types can hold (%). "
@@ -202,17 +241,18 @@ def _intro(options: DashboardOptions, page_names: list[str], index: int, cluster
         f"| {warn} to {crit}% | warning: the warm pool runs low | check warm IPs and subnet free addresses; "
         "plan prefix delegation or larger/more subnets; tune WARM_IP_TARGET / MINIMUM_IP_TARGET |\n"
         f"| above {crit}% | critical: pods will soon wait for IPs | act now: add nodes or subnets, enable "
-        "prefix delegation; **noAvailableIPAddrs > 0** means pods already failed to get an IP |\n\n"
+        f"prefix delegation{failed_assignments} |\n\n"
         "Errors (ipamdErr, awsAPIErr) rising with ec2ApiReqCount usually mean EC2 throttling or "
-        "permissions. Collector health: nodesFailed > 0 or gaps in nodesScraped mean the numbers above "
-        f"are incomplete.{pages}\n\n"
+        f"permissions.{health}{left_out}{pages}\n\n"
         f"_{managed_marker(options.name)}: manual edits are overwritten._"
     )
     return _text(markdown)
 
 
-def _fleet_row(chunk: list[str], start: int, total: int, options: DashboardOptions) -> list[
-        tuple[int, int, Json]]:
+def _fleet_row(chunk: list[str], start: int, total: int, options: DashboardOptions) -> list[Cell]:
+    """Every cluster's ipUtilization on one graph and the top ranking (nothing when it is not published)."""
+    if "ipUtilization" not in options.metrics:
+        return []
     suffix = f" ({start + 1} to {start + len(chunk)} of {total})" if total > FLEET_CHUNK else ""
     lines = [
         _metric(c, "ipUtilization", options, id=f"u{i}", label=c) for i, c in enumerate(chunk)
@@ -235,8 +275,8 @@ def _fleet_row(chunk: list[str], start: int, total: int, options: DashboardOptio
     return [(16, 6, fleet), (8, 6, top)]
 
 
-def _cluster_rows(cluster: str, options: DashboardOptions) -> list[list[tuple[int, int, Json]]]:
-    def m(name: str, **extra: Any) -> list[Any]:
+def _cluster_rows(cluster: str, options: DashboardOptions) -> list[list[Cell]]:
+    def m(name: str, **extra: Any) -> Line | None:
         return _metric(cluster, name, options, **extra)
 
     header = _text(f"## Cluster `{cluster}`")
@@ -269,8 +309,11 @@ def _cluster_rows(cluster: str, options: DashboardOptions) -> list[list[tuple[in
     ec2 = _graph("EC2 API requests (Sum per period)",
                  [m("ec2ApiReqCount", label="requests"), m("ec2ApiErrCount", label="errors")],
                  options, "Sum")
-    latency = _graph("AWS API latency, average (ms)", [m("awsAPILatencyAvg", label="latency")],
-                     options, "Average")
+    latency = _graph(
+        "AWS API latency: average / p99 (ms)",
+        [m("awsAPILatencyAvg", label="average"), m("awsAPILatency", label="p99 (older aws-node)")],
+        options, "Average",
+    )
     nodes = _graph("Collector: nodes scraped / failed",
                    [m("nodesScraped", label="scraped"), m("nodesFailed", label="failed")],
                    options, "Maximum")
@@ -299,8 +342,8 @@ def _quote(name: str) -> str:
     return f'"{name}"' if not name.replace("_", "").isalnum() else name
 
 
-def _capacity_row(cluster: str, options: DashboardOptions) -> list[tuple[int, int, Json]]:
-    def m(name: str, **extra: Any) -> list[Any]:
+def _capacity_row(cluster: str, options: DashboardOptions) -> list[Cell]:
+    def m(name: str, **extra: Any) -> Line | None:
         return _metric(cluster, name, options, **extra)
 
     hours = _graph(
@@ -315,8 +358,9 @@ def _capacity_row(cluster: str, options: DashboardOptions) -> list[tuple[int, in
     zones, subnets = _capacity_searches(cluster, options)
     zones_and_subnets = _graph(
         "Capacity: utilisation % per zone / free IPs per subnet",
-        [[{"expression": zones.expression, "id": "zones"}],
-         [{"expression": subnets.expression, "id": "subnets", "yAxis": "right"}]],
+        [[{"expression": zones.expression, "id": "zones"}] if zones.metric in options.metrics else None,
+         [{"expression": subnets.expression, "id": "subnets", "yAxis": "right"}]
+         if subnets.metric in options.metrics else None],
         options, "Maximum",
         yAxis={"left": {"min": 0, "max": 100, "label": "%", "showUnits": False}, "right": {"min": 0}},
     )

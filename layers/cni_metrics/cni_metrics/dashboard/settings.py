@@ -1,7 +1,9 @@
 """Settings of the dashboard function: environment, overridden by custom-resource properties.
 
 Built on the same validators as the collector's (``cni_metrics.settings_fields``): the same variable
-means the same thing, and is checked the same way, in both functions.
+means the same thing, and is checked the same way, in both functions. METRIC_SET, METRICS_INCLUDE and
+METRICS_EXCLUDE (``MetricSelection``, the collector's fields) say which metrics the dashboard draws and
+alarms on.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import os
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
 
 from cni_metrics.dashboard.alarms import AlarmOptions
 from cni_metrics.dashboard.body import MAX_CLUSTERS_PER_DASHBOARD, DashboardOptions
 from cni_metrics.settings_fields import (
     ConfigError,
+    MetricSelection,
     Namespace,
     Tag,
     describe,
@@ -73,7 +76,7 @@ JsonNames = Annotated[tuple[str, ...], BeforeValidator(_json_names)]
 Percent = Annotated[float, BeforeValidator(_percent)]
 
 
-class DashboardSettings(BaseModel):
+class DashboardSettings(MetricSelection):
     """Validated settings of one run (field aliases = variable names)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
@@ -105,13 +108,13 @@ class DashboardSettings(BaseModel):
             warn_pct=self.utilization_alarm_pct,
             critical_pct=max(self.critical_pct, self.utilization_alarm_pct),
             clusters_per_dashboard=self.clusters_per_dashboard,
-            collector_log_group=self.collector_log_group,
+            collector_log_group=self.collector_log_group, metrics=self.published_metrics,
         )
 
     def alarm_options(self) -> AlarmOptions:
         """Alarm options."""
         return AlarmOptions(name=self.name, namespace=self.namespace, topic_arn=self.alarm_topic_arn,
-                            utilization_pct=self.utilization_alarm_pct)
+                            utilization_pct=self.utilization_alarm_pct, metrics=self.published_metrics)
 
 
 # Custom-resource property -> environment variable it overrides.
@@ -123,6 +126,9 @@ PROPERTY_TO_ENV = {
     "AlarmsEnabled": "ALARMS_ENABLED",
     "AlarmTopicArn": "ALARM_TOPIC_ARN",
     "IpUtilizationAlarmPct": "IP_UTILIZATION_ALARM_PCT",
+    "MetricSet": "METRIC_SET",
+    "MetricsInclude": "METRICS_INCLUDE",
+    "MetricsExclude": "METRICS_EXCLUDE",
 }
 
 
