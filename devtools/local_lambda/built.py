@@ -3,8 +3,9 @@
 Reads ``<build dir>/template.yaml`` (long-form intrinsics; short ``!Tags`` are accepted too), merges the
 ``Globals.Function`` section the way SAM does (maps merged, lists concatenated, the function's scalars
 win) and resolves what can be resolved locally: ``Ref`` to parameters (their defaults, or the given
-overrides) and pseudo parameters, and ``Fn::FindInMap``. Environment values that stay unresolved
-(``Ref`` to a bucket, ``Fn::GetAtt``, ...) are left out: the environment file supplies them.
+overrides) and pseudo parameters, and ``Fn::FindInMap``. The environment is the one `sam local invoke`
+gives: every declared variable, a ``Ref`` to a resource as its logical id, anything else unresolved
+(``Fn::GetAtt``, ...) as an empty string; an env-vars file may override declared variables only.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class BuiltFunction:
     timeout_seconds: int
     memory_mb: int
     environment: dict[str, str]
+    """Every variable the function declares (Globals and its own), resolved as `sam local invoke` does."""
 
 
 def load_function(build_dir: Path, function: str, parameters: Mapping[str, str] | None = None,
@@ -102,11 +104,8 @@ def load_function(build_dir: Path, function: str, parameters: Mapping[str, str] 
         if not directory.is_dir():
             raise BuildError(f"{directory} not found: the build is incomplete, run `make build-local`")
     variables = ((props.get("Environment") or {}).get("Variables")) or {}
-    environment = {}
-    for name, raw in variables.items():
-        resolved = resolver.resolve(raw)
-        if not isinstance(resolved, _Unresolved) and resolved is not None:
-            environment[str(name)] = str(resolved)
+    environment = {str(name): _env_string(resolver.resolve(raw, resources=True))
+                   for name, raw in variables.items()}
     return BuiltFunction(
         name=function,
         code_dir=code_dir,
@@ -117,6 +116,15 @@ def load_function(build_dir: Path, function: str, parameters: Mapping[str, str] 
         memory_mb=int(value("MemorySize", 128)),
         environment=environment,
     )
+
+
+def _env_string(value: Any) -> str:
+    """An environment value as sam local invoke writes it: unresolved or absent -> "", booleans lower case."""
+    if isinstance(value, _Unresolved | dict | list) or value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _merge(global_props: Mapping[str, Any], props: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,16 +154,20 @@ class _Resolver:
             for name, spec in (template.get("Parameters") or {}).items()
         }
         self._mappings: Mapping[str, Any] = template.get("Mappings") or {}
+        self._resources = set(template.get("Resources") or {})
         self._pseudo = {"AWS::Region": region, "AWS::AccountId": "123456789012", "AWS::Partition": "aws",
                         "AWS::StackName": "local", "AWS::URLSuffix": "amazonaws.com"}
 
-    def resolve(self, value: Any) -> Any:
+    def resolve(self, value: Any, *, resources: bool = False) -> Any:
+        """``value`` resolved; with ``resources``, a ``Ref`` to a resource is its logical id (as sam's)."""
         if not isinstance(value, dict):
             return value
         if "Ref" in value:
             name = value["Ref"]
             if name in self._pseudo:
                 return self._pseudo[name]
+            if resources and name in self._resources:
+                return name
             found = self._parameters.get(name, UNRESOLVED)
             return UNRESOLVED if found is None else found
         if "Fn::FindInMap" in value:

@@ -50,11 +50,9 @@ class InvokeResult:
 
 
 def read_env_file(path: Path | None, function: str) -> dict[str, str]:
-    """Variables of a `sam local invoke --env-vars` file: ``Parameters`` (all), then ``function``'s.
-
-    Unlike `sam local invoke`, every variable is kept, not only those the template declares: the local
-    endpoints (``AWS_ENDPOINT_URL_*``) are not template variables.
-    """
+    """Variables of a `sam local invoke --env-vars` file for ``function``: ``Parameters`` (every function's),
+    then the section named by its logical id. `sam local invoke` applies only those the function declares
+    (``declared_overrides``)."""
     if path is None:
         return {}
     document = json.loads(path.read_text())
@@ -67,6 +65,14 @@ def read_env_file(path: Path | None, function: str) -> dict[str, str]:
             raise BuildError(f"{path}: {section} must be an object of variables")
         variables.update({str(key): _env_value(value) for key, value in values.items()})
     return variables
+
+
+def declared_overrides(function: BuiltFunction,
+                       variables: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The env-vars file's ``variables`` that `sam local invoke` applies (the function declares them), and
+    the names it drops."""
+    kept = {name: value for name, value in variables.items() if name in function.environment}
+    return kept, sorted(set(variables) - set(kept))
 
 
 def _env_value(value: Any) -> str:
@@ -212,8 +218,14 @@ def _pump(stream: TextIO | None, lines: list[str], echo: TextIO | None) -> None:
 def invoke_built(build_dir: Path, function_name: str, event: bytes, env_file: Path | None = None,
                  overrides: Mapping[str, str] | None = None, log_stream: TextIO | None = sys.stderr
                  ) -> InvokeResult:
-    """``invoke`` for ``function_name`` of ``build_dir``: env-vars file variables, then ``overrides``."""
-    variables = {**read_env_file(env_file, function_name), **(overrides or {})}
-    region = variables.get("AWS_REGION") or variables.get("AWS_DEFAULT_REGION") or "us-east-1"
+    """``invoke`` for ``function_name`` of ``build_dir``: the env-vars file's variables the function
+    declares (as `sam local invoke --env-vars`; the others are dropped, with a note), then ``overrides``
+    (any variable: they stand for the shell and the container, e.g. credentials)."""
+    overrides = dict(overrides or {})
+    region = overrides.get("AWS_REGION") or overrides.get("AWS_DEFAULT_REGION") or "us-east-1"
     function = load_function(build_dir, function_name, region=region)
-    return invoke(function, event, variables, log_stream)
+    applied, dropped = declared_overrides(function, read_env_file(env_file, function_name))
+    if dropped and log_stream is not None:
+        log_stream.write(f"local_lambda: {env_file}: not declared by {function_name} in the template, "
+                         f"dropped as sam local invoke drops them: {', '.join(dropped)}\n")
+    return invoke(function, event, {**applied, **overrides}, log_stream)

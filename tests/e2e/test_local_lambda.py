@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -108,20 +109,27 @@ def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_handler_runs_with_lambda_layout_and_environment(build_dir: Path, tmp_path: Path) -> None:
-    # Given an env-vars file with a Parameters section and a function section
+    # Given an env-vars file with a Parameters section and a function section, one of its variables
+    # (EXTRA) declared by no function
     env_file = tmp_path / "env.json"
-    env_file.write_text(json.dumps({"Parameters": {"EXTRA": "all"}, "Echo": {"OVERRIDDEN": "file"}}))
+    env_file.write_text(json.dumps({"Parameters": {"EXTRA": "all", "PREFIX": "all/"},
+                                    "Echo": {"OVERRIDDEN": "file"}}))
+    log = io.StringIO()
 
     # When the function is invoked with an override of the region
     result = invoke_built(build_dir, "Echo", b'{"hello": "world"}', env_file, {"AWS_REGION": "eu-west-1"},
-                          log_stream=None)
+                          log_stream=log)
 
-    # Then the handler saw the event, Lambda's variables and paths, and nothing of the dev venv
+    # Then the handler saw the event, Lambda's variables and paths, and nothing of the dev venv; the file
+    # set the declared variables only, as sam local invoke does (Parameters for every function, then the
+    # function's section; a Ref to a resource is its logical id), and the dropped one is named in the log
     assert result.ok, result.error
     payload = result.payload
     assert payload["event"] == {"hello": "world"}
+    assert "not declared by Echo in the template, dropped as sam local invoke drops them: EXTRA" in (
+        log.getvalue())
     assert payload["env"] == {
-        "FROM_GLOBAL": "g", "OVERRIDDEN": "file", "PREFIX": "state/", "BUCKET": None, "EXTRA": "all",
+        "FROM_GLOBAL": "g", "OVERRIDDEN": "file", "PREFIX": "all/", "BUCKET": "Bucket", "EXTRA": None,
         "AWS_LAMBDA_FUNCTION_NAME": "Echo", "_HANDLER": "app.lambda_handler",
         "LAMBDA_TASK_ROOT": str(build_dir / "Echo"), "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
         "AWS_LAMBDA_FUNCTION_TIMEOUT": "5", "AWS_REGION": "eu-west-1",
