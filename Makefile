@@ -16,7 +16,8 @@ export SAM_CLI_TELEMETRY := 0
 # build makes the deployable artifact (.aws-sam/build, the template's arm64) that `sam deploy` uses.
 SAM_ENV := PATH="$(dir $(PYTHON313)):$$PATH" PYENV_VERSION=3.13.0
 HOST_ARCH := $(shell uname -m | sed -e 's/aarch64/arm64/')
-EVENT_FUNCTION ?= CollectorFunction
+# events/dashboard-*.json are the dashboard function's, the others the collector's.
+EVENT_FUNCTION ?= $(if $(filter dashboard-%,$(notdir $(EVENT))),DashboardFunction,CollectorFunction)
 
 .PHONY: help venv lint typecheck unit integration e2e test bench demo build build-local validate invoke clean
 
@@ -25,7 +26,8 @@ help:
 	@echo "make test   - ruff, mypy --strict and every test tier"
 	@echo "make bench  - benchmarks (parse/aggregate, scrape at scale)"
 	@echo "make build  - sam build (deployable, arm64);  make validate - sam validate --lint + cfn-lint"
-	@echo "make invoke EVENT=events/<file>.json - the built collector under the Lambda runtime client, against local stand-ins"
+	@echo "make invoke EVENT=events/<file>.json - the built function under the Lambda runtime client, against local stand-ins"
+	@echo "make stand-ins - moto, the fake EKS and a CloudFormation receiver on the ports of events/env.json (sam local invoke)"
 
 $(VENV)/.installed: pyproject.toml layers/cni_metrics/requirements.txt
 	@test -n "$(PYTHON313)" || { echo "python3.13 not found (pyenv install 3.13.0)"; exit 1; }
@@ -84,6 +86,10 @@ invoke: venv build-local
 	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=events/<file>.json"; exit 2; }
 	$(PY) -m local_lambda invoke --function $(EVENT_FUNCTION) --event $(EVENT) --env-vars events/env.json \
 		--stand-ins demo
+
+.PHONY: stand-ins
+stand-ins: venv
+	$(PY) -m local_lambda stand-ins --scenario demo --env-vars events/env.json --docker-env-vars events/env.docker.json
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .demo .bench

@@ -1,16 +1,24 @@
-"""Command line: ``python -m local_lambda invoke --function NAME --event FILE [--env-vars FILE]``."""
+"""Command line: ``python -m local_lambda invoke --function NAME --event FILE [--env-vars FILE]``, and
+``python -m local_lambda stand-ins [--env-vars FILE]``: the stand-ins in the foreground, on its ports."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from local_lambda.built import BuildError
 from local_lambda.runner import invoke_built, read_env_file
+
+# How long a custom-resource invocation's answer may take to reach the receiver after the function ended.
+ANSWER_SECONDS = 10.0
 
 
 def _pairs(items: Sequence[str]) -> dict[str, str]:
@@ -23,40 +31,140 @@ def _pairs(items: Sequence[str]) -> dict[str, str]:
     return pairs
 
 
+def _is_custom_resource(event: Any) -> bool:
+    return isinstance(event, dict) and "RequestType" in event and "ResponseURL" in event
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    """Invoke once; print the result JSON (for a custom-resource event with stand-ins: the answer the
+    receiver got); 0 on success, 1 on a function error or an answer other than SUCCESS."""
+    overrides = _pairs(args.env)
+    bucket = read_env_file(args.env_vars, args.function).get("STATE_BUCKET")
+    event = args.event.read_bytes()
+    with ExitStack() as stack:
+        local: dict[str, str] = {}
+        receiver = None
+        if args.stand_ins:
+            from local_lambda.stand_ins import started  # moto and the fake EKS: only when asked
+
+            running = stack.enter_context(started(args.stand_ins, bucket))
+            local, receiver, event = running.variables, running.receiver, running.local_event(event)
+        result = invoke_built(args.build_dir, args.function, event, args.env_vars, {**local, **overrides},
+                              log_stream=None if args.quiet else sys.stderr)
+        print(f"REPORT RequestId: {result.request_id} Duration: {result.duration_ms:.0f} ms", file=sys.stderr)
+        if not result.ok:
+            print(json.dumps(result.error, indent=2, default=str))
+            return 1
+        if receiver is None or not _is_custom_resource(json.loads(event)):
+            print(json.dumps(result.payload, indent=2, default=str))
+            return 0
+        answer = receiver.next_answer(ANSWER_SECONDS)
+        if answer is None:
+            print(f"local_lambda: no answer reached the CloudFormation receiver in {ANSWER_SECONDS:g} s",
+                  file=sys.stderr)
+            return 1
+        print(json.dumps(answer["body"], indent=2))
+        return 0 if answer["body"].get("Status") == "SUCCESS" else 1
+
+
+def _host_architecture() -> str:
+    return "arm64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
+
+
+def _instructions(variables: dict[str, str], env_file: Path, docker_env_file: Path, ca_file: Path) -> str:
+    """What to export and run in another shell to call the stand-ins with `sam local invoke`."""
+    arch = _host_architecture()
+    options = f"-t .aws-sam/local/build/template.yaml --parameter-overrides Architecture={arch}"
+    return "\n".join([
+        "In another shell (sam local invoke gives the function the shell's credentials and region):",
+        f"  export AWS_ACCESS_KEY_ID={variables['AWS_ACCESS_KEY_ID']}"
+        f" AWS_SECRET_ACCESS_KEY={variables['AWS_SECRET_ACCESS_KEY']}"
+        f" AWS_DEFAULT_REGION={variables['AWS_REGION']}",
+        "  unset AWS_SESSION_TOKEN AWS_PROFILE",
+        "  make build-local",
+        "Linux (the container shares the host's network):",
+        f"  sam local invoke CollectorFunction {options} -e events/scheduled.json --env-vars {env_file} "
+        "--docker-network host",
+        f"  sam local invoke DashboardFunction {options} -e events/dashboard-direct-invoke.json "
+        f"--env-vars {env_file} --docker-network host",
+        "Docker Desktop (macOS, Windows: the host's loopback as host.docker.internal; the fake EKS's cluster "
+        "API servers answer on 127.0.0.1 only, so the collector can reach EKS but not the clusters):",
+        f"  sam local invoke DashboardFunction {options} -e events/dashboard-direct-invoke.json "
+        f"--env-vars {docker_env_file}",
+        "Custom-resource events (crhelper trusts the receiver's CA only through AWS_CA_BUNDLE, which "
+        "sam local invoke cannot pass), with the runtime client instead of a container:",
+        f"  .venv/bin/python -m local_lambda invoke --function DashboardFunction --event "
+        f"events/dashboard-create.json --env-vars {env_file} --env AWS_CA_BUNDLE={ca_file}",
+        "",
+    ])
+
+
+def _stand_ins(args: argparse.Namespace) -> int:
+    """Run the stand-ins on the env-vars file's ports until SIGINT/SIGTERM, printing each CloudFormation
+    answer the receiver gets."""
+    from local_lambda.stand_ins import fixed_ports, started
+
+    document = json.loads(args.env_vars.read_text())
+    functions = [name for name in document if name != "Parameters"] or ["Parameters"]
+    named = {fixed_ports(read_env_file(args.env_vars, function)) for function in functions}
+    if len(named) != 1:
+        raise ValueError(f"{args.env_vars}: the functions' endpoints name different ports: {named}")
+    (ports,) = named
+    buckets = sorted({str(section["STATE_BUCKET"]) for section in document.values()
+                      if isinstance(section, dict) and section.get("STATE_BUCKET")})
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with started(args.scenario, None, ports=ports) as running:
+        for bucket in buckets:
+            running.client("s3").create_bucket(Bucket=bucket)
+        print(f"Stand-ins of scenario {args.scenario} (Ctrl-C stops them):\n"
+              f"  fake EKS (EKS, STS)         http://127.0.0.1:{ports.eks}   "
+              f"clusters {', '.join(running.eks.clusters)}\n"
+              f"  moto (S3, CloudWatch, EC2)  {running.moto_url}   buckets {', '.join(buckets) or '-'}, "
+              "the clusters' subnets\n"
+              f"  CloudFormation receiver     https://{running.receiver.netloc}  "
+              f"CA {running.receiver.ca_file}\n",
+              flush=True)
+        print(_instructions(running.variables, args.env_vars, args.docker_env_vars, running.receiver.ca_file),
+              flush=True)
+        while not stop.is_set():
+            answer = running.receiver.next_answer(0.5)
+            if answer is not None:
+                print(f"CloudFormation answer to {answer['path']}: {json.dumps(answer['body'])}", flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Invoke once; print the result JSON; 0 on success, 1 on a function error, 2 on a usage error."""
+    """Run a subcommand; 2 on a usage error."""
     parser = argparse.ArgumentParser(prog="python -m local_lambda", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("invoke", help="run one event through the built function")
     run.add_argument("--function", required=True, help="logical id, e.g. CollectorFunction")
     run.add_argument("--event", required=True, type=Path, help="JSON event file")
-    run.add_argument("--env-vars", type=Path, help="`sam local invoke --env-vars` JSON file")
+    run.add_argument("--env-vars", type=Path,
+                     help="`sam local invoke --env-vars` JSON file (as there, only declared variables apply)")
     run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                     help="set a variable after the env-vars file (repeatable)")
+                     help="set any variable after the env-vars file (repeatable)")
     run.add_argument("--stand-ins", metavar="SCENARIO",
-                     help="start moto and the fake EKS (this scenario) on free ports and point the function "
-                          "at them (the env-vars file's endpoints and credentials are replaced)")
+                     help="start moto, the fake EKS (this scenario) and a CloudFormation receiver on free "
+                          "ports and point the function at them (their endpoints, credentials and CA replace "
+                          "the env-vars file's; a custom-resource event's answer is printed)")
     run.add_argument("--build-dir", type=Path, default=Path(".aws-sam/local/build"),
                      help="sam build output (default .aws-sam/local/build: `make build-local`)")
     run.add_argument("--quiet", action="store_true", help="do not echo the function's log lines")
+    serve = commands.add_parser("stand-ins", help="the stand-ins in the foreground, for sam local invoke")
+    serve.add_argument("--scenario", default="demo", help="fake EKS scenario (default demo)")
+    serve.add_argument("--env-vars", type=Path, default=Path("events/env.json"),
+                       help="env-vars file whose endpoints name the ports (default events/env.json)")
+    serve.add_argument("--docker-env-vars", type=Path, default=Path("events/env.docker.json"),
+                       help="its host.docker.internal variant, for the printed commands")
     args = parser.parse_args(argv)
     try:
-        overrides = _pairs(args.env)
-        bucket = read_env_file(args.env_vars, args.function).get("STATE_BUCKET")
-        with ExitStack() as stack:
-            local: dict[str, str] = {}
-            if args.stand_ins:
-                from local_lambda.stand_ins import started  # moto and the fake EKS: only when asked
-
-                local = stack.enter_context(started(args.stand_ins, bucket)).variables
-            result = invoke_built(args.build_dir, args.function, args.event.read_bytes(), args.env_vars,
-                                  {**local, **overrides}, log_stream=None if args.quiet else sys.stderr)
+        return _invoke(args) if args.command == "invoke" else _stand_ins(args)
     except (BuildError, OSError, ValueError) as error:
         print(f"local_lambda: {error}", file=sys.stderr)
         return 2
-    print(f"REPORT RequestId: {result.request_id} Duration: {result.duration_ms:.0f} ms", file=sys.stderr)
-    print(json.dumps(result.payload if result.ok else result.error, indent=2, default=str))
-    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":
