@@ -673,3 +673,79 @@ def test_samconfig_default_profile_deploys() -> None:
     assert deploy["capabilities"] == "CAPABILITY_IAM"
     assert deploy["resolve_s3"] is True
     assert "ClusterNames=" in deploy["parameter_overrides"]
+
+
+# SAM CLI's own reading of samconfig.toml (.sam-venv: it pins boto3): each environment's deploy
+# parameters, global ones merged in, and its parameter_overrides parsed as `sam deploy` parses them.
+SAM_CONFIG = """
+import json
+from samcli.cli.types import CfnParameterOverridesType
+from samcli.lib.config.samconfig import SamConfig
+
+config = SamConfig(".")
+result = {}
+for env in config.get_stage_configuration_names():
+    deploy = config.get_all(["deploy"], "parameters", env=env)
+    deploy["parameter_overrides"] = CfnParameterOverridesType().convert(
+        deploy.get("parameter_overrides", ""), None, None)
+    result[env] = deploy
+print(json.dumps(result))
+"""
+
+
+def _sam_deploy_environments() -> dict[str, dict[str, Any]]:
+    import json
+    import os
+    import subprocess
+
+    sam_python = REPO / ".sam-venv" / "bin" / "python"
+    if not sam_python.exists():
+        pytest.skip("SAM CLI not installed (make validate installs .sam-venv)")
+    env = {"PATH": os.environ["PATH"], "HOME": str(REPO), "SAM_CLI_TELEMETRY": "0"}
+    done = subprocess.run([str(sam_python), "-c", SAM_CONFIG], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=120, check=True)
+    result: dict[str, dict[str, Any]] = json.loads(done.stdout)
+    return result
+
+
+def _parameter_problems(parameters: Mapping[str, str]) -> list[str]:
+    """What CloudFormation refuses in these values: unknown names, AllowedValues, AllowedPattern, bounds."""
+    specs = _source()["Parameters"]
+    problems = []
+    for name, value in parameters.items():
+        spec = specs.get(name)
+        if spec is None:
+            problems.append(f"{name}: not a parameter")
+            continue
+        if "AllowedValues" in spec and value not in [str(v) for v in spec["AllowedValues"]]:
+            problems.append(f"{name}: {value!r} not in AllowedValues")
+        if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], value):
+            problems.append(f"{name}: {value!r} does not match AllowedPattern")
+        low, high = spec.get("MinValue", float("-inf")), spec.get("MaxValue", float("inf"))
+        if spec["Type"] == "Number" and not low <= float(value) <= high:
+            problems.append(f"{name}: {value} out of bounds")
+    return problems
+
+
+def test_samconfig_environments_deploy_and_none_creates_a_placeholder_access_entry() -> None:
+    # Given samconfig.toml's environments as `sam deploy --config-env ENV` reads them
+    environments = _sam_deploy_environments()
+
+    # Then there are default, dev and prod, dev and prod in stacks of their own
+    assert {"default", "dev", "prod"} <= set(environments)
+    assert environments["dev"]["stack_name"] != environments["prod"]["stack_name"]
+    for env, deploy in environments.items():
+        overrides = deploy["parameter_overrides"]
+        # And each deploys: IAM acknowledged, values CloudFormation accepts, the template's rules hold
+        assert deploy["capabilities"] == "CAPABILITY_IAM", env
+        assert _parameter_problems(overrides) == [], env
+        stack = Stack(**overrides)
+        assert _rules_broken(stack) == [], env
+        # And none names a placeholder cluster or creates an access entry for one (access entries are for
+        # clusters you name yourself)
+        assert not any("my-cluster" in value for value in overrides.values()), env
+        assert stack.resources("AWS::EKS::AccessEntry") == {}, env
+    # And dev and prod keep their dashboards and alarms apart, prod with alarms on
+    dev, prod = (environments[env]["parameter_overrides"] for env in ("dev", "prod"))
+    assert Stack(**dev).parameters["DashboardName"] != Stack(**prod).parameters["DashboardName"]
+    assert prod["AlarmsEnabled"] == "true"
