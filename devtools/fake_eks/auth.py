@@ -240,8 +240,9 @@ def verify_request_signature(
     body: bytes,
     credentials: CredentialTable,
     now: float,
-) -> Credential:
-    """Check the SigV4 ``Authorization`` header of an AWS API call (EKS, STS) and return the caller.
+) -> tuple[Credential, str]:
+    """Check the SigV4 ``Authorization`` header of an AWS API call (EKS, STS): the caller and the region
+    the call was signed for (which regional endpoint it was meant for).
 
     Raises AuthError with rule ``unknown_key`` (unknown/expired key or wrong session token) or ``signature``.
     """
@@ -266,4 +267,4 @@ def verify_request_signature(
     expected = sigv4_signature(cred.secret_access_key, amz_date, region, service, canonical_request)
     if not hmac.compare_digest(expected, signature):
         raise AuthError("signature", "signature does not match")
-    return cred
+    return cred, region

@@ -1,4 +1,9 @@
-"""The stand-in's AWS APIs: EKS (rest-json ListClusters, DescribeCluster) and STS (query, XML answers)."""
+"""The stand-in's AWS APIs: EKS (rest-json ListClusters, DescribeCluster) and STS (query, XML answers).
+
+One endpoint serves every account and region, as AWS_ENDPOINT_URL_EKS points every regional client at it:
+an EKS call sees the clusters of the caller's account (its credentials' identity: an assumed role's
+credentials are that role's account) in the region the call was signed for.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ SIGNATURE_MISMATCH = (
 )
 
 
-async def _caller(request: web.Request, credentials: CredentialTable) -> Credential | AuthError:
+async def _caller(request: web.Request, credentials: CredentialTable) -> tuple[Credential, str] | AuthError:
+    """The caller and the region its call was signed for, or why the signature is refused."""
     try:
         return verify_request_signature(
             method=request.method,
@@ -87,12 +93,21 @@ class AwsApi:
         router.add_get("/clusters/{name}", self.describe_cluster)
         router.add_route("*", "/", self.sts)
 
+    def _visible(self, caller: tuple[Credential, str]) -> dict[str, KubeCluster]:
+        """The clusters of the caller's account in the region its call was signed for."""
+        credential, region = caller
+        account = credential.arn.split(":")[4]
+        return {
+            name: cluster for name, cluster in self.clusters.items()
+            if cluster.sim.spec.account == account and cluster.sim.spec.region == region
+        }
+
     async def list_clusters(self, request: web.Request) -> web.Response:
         """EKS ListClusters (maxResults 1..100, nextToken)."""
         caller = await _caller(request, self.credentials)
         if isinstance(caller, AuthError):
             return _eks_denied(caller)
-        names = sorted(self.clusters)
+        names = sorted(self._visible(caller))
         try:
             limit = int(request.query.get("maxResults", "100"))
             start = (
@@ -116,23 +131,23 @@ class AwsApi:
         if isinstance(caller, AuthError):
             return _eks_denied(caller)
         name = request.match_info["name"]
-        cluster = self.clusters.get(name)
+        cluster = self._visible(caller).get(name)
         if cluster is None:
             return _eks_error(
                 404, "ResourceNotFoundException", f"No cluster found for name: {name}.", clusterName=name
             )
-        sc, spec, sim = self.scenario, cluster.sim.spec, cluster.sim
+        spec, sim = cluster.sim.spec, cluster.sim
         r = random.Random(sim.uid)
         subnets = sim.network.subnet_ids or [f"subnet-{r.getrandbits(68):017x}" for _ in range(3)]
         return web.json_response(
             {
                 "cluster": {
                     "name": name,
-                    "arn": f"arn:aws:eks:{sc.region}:{sc.account}:cluster/{name}",
+                    "arn": f"arn:aws:eks:{spec.region}:{spec.account}:cluster/{name}",
                     "createdAt": sim.created,
                     "version": spec.version,
                     "endpoint": cluster.endpoint,
-                    "roleArn": f"arn:aws:iam::{sc.account}:role/eks-cluster-role",
+                    "roleArn": f"arn:aws:iam::{spec.account}:role/eks-cluster-role",
                     "resourcesVpcConfig": {
                         "subnetIds": subnets,
                         "securityGroupIds": [],
@@ -144,7 +159,7 @@ class AwsApi:
                     },
                     "kubernetesNetworkConfig": {"serviceIpv4Cidr": "172.20.0.0/16", "ipFamily": "ipv4"},
                     "identity": {
-                        "oidc": {"issuer": f"https://oidc.eks.{sc.region}.amazonaws.com/id/{sim.uid[:32]}"}
+                        "oidc": {"issuer": f"https://oidc.eks.{spec.region}.amazonaws.com/id/{sim.uid[:32]}"}
                     },
                     "status": "ACTIVE",
                     "certificateAuthority": {"data": base64.b64encode(cluster.tls.ca_pem.encode()).decode()},
@@ -154,6 +169,12 @@ class AwsApi:
                 }
             }
         )
+
+    def _assumable(self, role: str) -> bool:
+        """Whether the role exists: any role, unless the scenario lists its account's roles."""
+        parts = role.split(":")
+        roles = self.scenario.roles.get(parts[4]) if len(parts) > 4 else None
+        return roles is None or role in roles
 
     async def sts(self, request: web.Request) -> web.Response:
         """STS query API: GetCallerIdentity and AssumeRole."""
@@ -167,12 +188,13 @@ class AwsApi:
             )
         if isinstance(caller, AuthError):
             return _sts_error(403, "SignatureDoesNotMatch", SIGNATURE_MISMATCH)
+        credential = caller[0]
         action = form.get("Action", "")
-        account = caller.arn.split(":")[4]
+        account = credential.arn.split(":")[4]
         if action == "GetCallerIdentity":
             return _sts_xml(
                 action,
-                f"<Arn>{escape(caller.arn)}</Arn><UserId>{caller.access_key_id}"
+                f"<Arn>{escape(credential.arn)}</Arn><UserId>{credential.access_key_id}"
                 f"</UserId><Account>{account}</Account>",
             )
         if action == "AssumeRole":
@@ -180,6 +202,9 @@ class AwsApi:
             duration = int(form.get("DurationSeconds", "3600"))
             if not re.fullmatch(r"[\w+=,.@-]{2,64}", session) or not 900 <= duration <= 43200:
                 return _sts_error(400, "ValidationError", "invalid RoleSessionName or DurationSeconds")
+            if not self._assumable(role):
+                denied = f"User: {credential.arn} is not authorized to perform: sts:AssumeRole on resource: "
+                return _sts_error(403, "AccessDenied", denied + role)
             try:
                 cred = self.credentials.assume_role(role, session, duration)
             except ValueError as exc:

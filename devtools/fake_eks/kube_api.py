@@ -308,7 +308,7 @@ class KubeCluster:
         user, ns, name = request[USER], request.match_info["ns"], request.match_info["name"]
         if not self.allowed(user, "get", "pods", ns):
             return self.forbidden(user, "get", "pods", ns, name)
-        pod = self.sim.pods.get(name) if ns == "kube-system" else None
+        pod = self.sim.aws_node_pods.get(name) if ns == "kube-system" else None
         if pod is None:
             return status_response(
                 404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"}
@@ -334,7 +334,7 @@ class KubeCluster:
             if len(parts) == 1
             else (("http", parts[0], parts[1]) if len(parts) == 2 else (parts[0], parts[1], parts[2]))
         )
-        pod = self.sim.pods.get(name) if ns == "kube-system" else None
+        pod = self.sim.aws_node_pods.get(name) if ns == "kube-system" else None
         if pod is None:
             if ns == "kube-system" and name in self.sim.system:
                 return reach_error(f"dial tcp 10.0.0.1:{port or 80}: connect: connection refused")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,15 @@ DEFAULT_ACCESS_KEY = "AKIAFAKEEKS000000001"
 DEFAULT_SECRET = "fake-eks-secret-access-key-0000000000001"
 DEFAULT_IDENTITY = f"arn:aws:iam::{DEFAULT_ACCOUNT}:user/cni-metrics-dev"
 DEFAULT_GROUP = "cni-metrics"
+_ACCOUNT_RE = re.compile(r"^\d{12}$")
+_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_ROLE_RE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/(?:.*/)?[^/]+$")
+# Keys a generated cluster takes from its ``generate`` block as they are (see SCENARIOS.md).
+_GENERATED_KEYS = frozenset({
+    "version", "tags", "instance_types", "prefix_delegation", "cni_shapes", "faults", "latency_ms",
+    "jitter_ms", "token_max_age_seconds", "churn", "list_throttle", "system_pods", "drain",
+})
+_GENERATE_KEYS = frozenset({"count", "name", "nodes", "accounts", "regions", "overrides"})
 DEFAULT_RULES: list[dict[str, Any]] = [
     {"verbs": ["list"], "resources": ["pods"], "namespaces": ["kube-system"]},
     {"verbs": ["get"], "resources": ["pods/proxy"], "namespaces": ["kube-system"]},
@@ -116,6 +127,10 @@ class ClusterSpec:
     zones: tuple[str, ...] = ()
     network: dict[str, Any] | None = None
     drain: float = 0.0
+    account: str = DEFAULT_ACCOUNT
+    region: str = "us-east-1"
+    auto_mode: bool = False  # EKS Auto Mode: nodes, but no aws-node (nor kube-proxy, coredns) pods
+    unreachable: bool = False  # DescribeCluster's endpoint is a loopback port nothing listens on
 
 
 @dataclass(frozen=True)
@@ -130,6 +145,8 @@ class Scenario:
     secret_access_key: str
     identity_arn: str
     clusters: tuple[ClusterSpec, ...]
+    roles: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """account -> the only role ARNs AssumeRole may assume in it (accounts not listed: any role)."""
 
 
 def _weights(value: Any, what: str, allowed: frozenset[str] | None = None) -> dict[str, float]:
@@ -191,16 +208,63 @@ def _identities(raw: Any) -> dict[str, tuple[str, ...]]:
     return {str(arn).lower(): tuple(groups) for arn, groups in raw.items()}
 
 
+def _accounts(raw: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(raw, dict):
+        raise ScenarioError("accounts: expected an object account -> {roles, identities, groups}")
+    for account, spec in raw.items():
+        if not _ACCOUNT_RE.match(str(account)) or not isinstance(spec, dict):
+            raise ScenarioError(f"accounts: {account!r} is not a 12-digit account with an object")
+        for role in spec.get("roles", []):
+            m = _ROLE_RE.match(str(role))
+            if not m or m.group(1) != account:
+                raise ScenarioError(f"accounts.{account}.roles: {role!r} is not a role ARN of that account")
+    return {str(k): dict(v) for k, v in raw.items()}
+
+
+def _generated(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The clusters of each ``generate`` block: nodes drawn from the seed, accounts and regions in turn."""
+    out: list[dict[str, Any]] = []
+    for g, block in enumerate(doc.get("generate", [])):
+        rng = random.Random(f"{doc.get('seed', 1)}/generate/{g}")
+        low, high = (int(n) for n in block.get("nodes", [3, 3]))
+        accounts = [str(a) for a in block.get("accounts", [doc.get("account", DEFAULT_ACCOUNT)])]
+        regions = [str(r) for r in block.get("regions", [doc.get("region", "us-east-1")])]
+        overrides = dict(block.get("overrides", {}))
+        unknown = set(block) - _GENERATED_KEYS - _GENERATE_KEYS
+        if unknown:
+            raise ScenarioError(f"generate[{g}]: unknown keys {sorted(unknown)}")
+        for i in range(int(block["count"])):
+            name = str(block.get("name", "cluster-{index:03d}")).format(index=i)
+            cluster = {k: v for k, v in block.items() if k in _GENERATED_KEYS}
+            cluster.update(name=name, nodes=rng.randint(low, high), account=accounts[i % len(accounts)],
+                           region=regions[(i // len(accounts)) % len(regions)])
+            cluster.update(overrides.pop(name, {}))
+            out.append(cluster)
+        if overrides:
+            raise ScenarioError(f"generate[{g}].overrides: no generated cluster {sorted(overrides)}")
+    return out
+
+
 def parse_scenario(doc: dict[str, Any]) -> Scenario:
     """Validate a scenario document and fill in defaults."""
     try:
         identity = str(doc.get("identity_arn", DEFAULT_IDENTITY))
         identities = _identities(doc.get("identities", {identity: [DEFAULT_GROUP]}))
         groups = _groups(doc.get("groups", {DEFAULT_GROUP: DEFAULT_RULES}))
+        accounts = _accounts(doc.get("accounts", {}))
         clusters = []
-        region = str(doc.get("region", "us-east-1"))
-        for c in doc["clusters"]:
+        default_account = str(doc.get("account", DEFAULT_ACCOUNT))
+        default_region = str(doc.get("region", "us-east-1"))
+        for c in [*doc.get("clusters", []), *_generated(doc)]:
             name = str(c["name"])
+            account = str(c.get("account", default_account))
+            region = str(c.get("region", default_region))
+            if not _ACCOUNT_RE.match(account) or not _REGION_RE.match(region):
+                raise ScenarioError(f"cluster {name}: account {account!r} or region {region!r} is invalid")
+            # identity mappings and RBAC groups: the cluster's, else its account's, else the scenario's
+            in_account = accounts.get(account, {})
+            cluster_identities = c.get("identities", in_account.get("identities"))
+            cluster_groups = c.get("groups", in_account.get("groups"))
             churn_raw = {**doc.get("churn", {}), **c.get("churn", {})}
             clusters.append(
                 ClusterSpec(
@@ -221,12 +285,16 @@ def parse_scenario(doc: dict[str, Any]) -> Scenario:
                     ),
                     churn=Churn(**{k: float(v) for k, v in churn_raw.items()}),
                     list_throttle=c.get("list_throttle"),
-                    identities=_identities(c["identities"]) if "identities" in c else identities,
-                    groups=_groups(c["groups"]) if "groups" in c else groups,
-                    system_pods=bool(c.get("system_pods", True)),
+                    identities=identities if cluster_identities is None else _identities(cluster_identities),
+                    groups=groups if cluster_groups is None else _groups(cluster_groups),
+                    system_pods=bool(c.get("system_pods", True)) and not c.get("auto_mode", False),
                     zones=tuple(str(z) for z in c.get("zones", [f"{region}{x}" for x in "abc"])),
                     network=dict(c["network"]) if "network" in c else None,
                     drain=float(c.get("drain", 0.0)),
+                    account=account,
+                    region=region,
+                    auto_mode=bool(c.get("auto_mode", False)),
+                    unreachable=bool(c.get("unreachable", False)),
                 )
             )
         if len({c.name for c in clusters}) != len(clusters) or not clusters:
@@ -239,13 +307,14 @@ def parse_scenario(doc: dict[str, Any]) -> Scenario:
                 raise ScenarioError(f"{cl.name}: unknown instance types {sorted(unknown)}")
         return Scenario(
             name=str(doc.get("name", "custom")),
-            region=str(doc.get("region", "us-east-1")),
-            account=str(doc.get("account", DEFAULT_ACCOUNT)),
+            region=default_region,
+            account=default_account,
             seed=int(doc.get("seed", 1)),
             access_key_id=str(doc.get("access_key_id", DEFAULT_ACCESS_KEY)),
             secret_access_key=str(doc.get("secret_access_key", DEFAULT_SECRET)),
             identity_arn=identity,
             clusters=tuple(clusters),
+            roles={a: tuple(map(str, spec["roles"])) for a, spec in accounts.items() if "roles" in spec},
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise ScenarioError(f"invalid scenario: {exc!r}") from exc

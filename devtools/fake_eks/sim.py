@@ -236,7 +236,7 @@ class ClusterSim:
     def __init__(self, spec: ClusterSpec, scenario: Scenario, index: int) -> None:
         self.spec = spec
         self.index = index
-        self.region = scenario.region
+        self.region = spec.region
         self.rng = random.Random(f"{scenario.seed}/{spec.name}")
         self.uid = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
         self.created = time.time() - 86400 * 30
@@ -356,6 +356,11 @@ class ClusterSim:
             self.resource_version += 1
 
     # -- the Kubernetes view --------------------------------------------------------------------
+    @property
+    def aws_node_pods(self) -> dict[str, AwsNodePod]:
+        """The aws-node pods the API server shows: none in Auto Mode (``pods`` are then its nodes only)."""
+        return {} if self.spec.auto_mode else self.pods
+
     def warm(self) -> None:
         """Build the pod listing and every Pod object now, as an API server's watch cache holds them."""
         for *_, obj in self.all_pods():
@@ -367,7 +372,7 @@ class ClusterSim:
         if self._listing[0] == self.resource_version:
             return self._listing[1]
         out: list[tuple[str, dict[str, str], str, str, bytes | AwsNodePod]] = []
-        for name, pod in self.pods.items():
+        for name, pod in self.aws_node_pods.items():
             out.append(
                 (
                     name,
@@ -401,7 +406,7 @@ class ClusterSim:
         pods = []
         gauges: dict[str, float] = {}
         counters: dict[str, float] = {}
-        for pod in sorted(self.pods.values(), key=lambda p: p.name):
+        for pod in sorted(self.aws_node_pods.values(), key=lambda p: p.name):
             served = pod.served
             pods.append(
                 {
@@ -433,6 +438,10 @@ class ClusterSim:
                     counters[fam] = counters.get(fam, 0.0) + v
         return {
             "cluster": self.spec.name,
+            "account": self.spec.account,
+            "region": self.spec.region,
+            "autoMode": self.spec.auto_mode,
+            "unreachable": self.spec.unreachable,
             "network": self.network.truth(),
             "resourceVersion": str(self.resource_version),
             "pods": pods,

@@ -37,6 +37,18 @@ class RunningFakeEks:
         """The https URL of a cluster's Kubernetes API."""
         return str(self.connection["clusters"][cluster]["endpoint"])
 
+    def account(self, cluster: str) -> str:
+        """The account a cluster is in (the scenario's unless the cluster says)."""
+        return str(self.connection["clusters"][cluster].get("account", self.connection["account"]))
+
+    def region(self, cluster: str) -> str:
+        """The region a cluster is in (the scenario's unless the cluster says)."""
+        return str(self.connection["clusters"][cluster].get("region", self.connection["region"]))
+
+    def roles(self, account: str) -> list[str]:
+        """The role ARNs AssumeRole may assume in ``account`` (empty: the scenario lists none: any role)."""
+        return list(self.connection.get("accounts", {}).get(account, {}).get("roles", []))
+
     def ca_pem(self, cluster: str) -> str:
         """The cluster's CA certificate (PEM)."""
         return str(self.connection["clusters"][cluster]["ca_pem"])
