@@ -19,7 +19,7 @@ HOST_ARCH := $(shell uname -m | sed -e 's/aarch64/arm64/')
 # events/dashboard-*.json are the dashboard function's, the others the collector's.
 EVENT_FUNCTION ?= $(if $(filter dashboard-%,$(notdir $(EVENT))),DashboardFunction,CollectorFunction)
 
-.PHONY: help venv lint typecheck unit integration e2e test bench demo build build-local validate invoke clean
+.PHONY: help venv lint typecheck unit integration e2e test bench demo build build-local validate invoke clean mutate
 
 help:
 	@echo "make demo   - run the collector on the embedded local EKS stand-in and local AWS endpoints"
@@ -65,6 +65,11 @@ test: venv lint typecheck validate build build-local
 
 bench: venv
 	$(PY) -m bench
+
+# Mutation score of the pure core (devtools/mutate): each mutant of core/aggregate.py, reconcile.py and
+# state_codec.py against the module's own unit tests; fails below 95 % (about 10 minutes on one core).
+mutate: venv
+	PYTHONPATH=devtools $(PY) -m mutate
 
 demo: venv
 	$(PY) -m cni_demo

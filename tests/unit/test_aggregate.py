@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cni_metrics.core.aggregate import aggregate
-from cni_metrics.core.model import Aggregate, ClusterState, NodeInput, PodState
+from cni_metrics.core.model import Aggregate, ClusterState, NodeInput, NodeMetrics, PodState
 from core_payloads import node
 
 ADD = "awscni_add_ip_req_count"
@@ -292,3 +292,61 @@ def test_values_at_the_limit_are_published() -> None:
     assert metrics_of(result) == {"maxIPAddresses": limit}
     assert result.counter_totals == {"addReqCount": limit}
     assert result.dropped == ()
+
+
+def test_derived_gauges_at_their_edges() -> None:
+    # given a node with an instance maximum of 1 and nothing assigned, one with a maximum of 0 (left out
+    # of utilisation), a node with 1 ENI of at most 1 unused, and one whose ENI maximum is 0 (left out)
+    nodes = [
+        node("a", gauges={"awscni_assigned_ip_addresses": 0, "awscni_ip_max": 1}),
+        node("b", gauges={"awscni_assigned_ip_addresses": 5, "awscni_ip_max": 0}),
+        node("c", gauges={"awscni_eni_allocated": 0, "awscni_eni_max": 1}),
+        node("d", gauges={"awscni_eni_allocated": 3, "awscni_eni_max": 0}),
+    ]
+    # when aggregated
+    published = metrics_of(aggregate(nodes, None, now=T0))
+    # then utilisation is 0 % over a (0 of 1) and c (0 of 1), and no node is near exhaustion
+    assert published["ipUtilization"] == 0.0
+    assert published["nodesNearIPExhaustion"] == 0
+    assert published["eniUtilization"] == 0.0
+
+
+def test_latency_average_counts_only_new_calls_of_pods_with_both_sum_and_count() -> None:
+    # given a: 100 ms over 10 calls, then 130 over 11 (one new call of 30 ms); b serves no latency; c is
+    # seen for the first time but was running before (a baseline only); d serves a sum without a count
+    first = aggregate(
+        [node("a", latency=(100, 10)), node("b", {ADD: 1}), node("d", latency=(10, 1))], None, now=T0
+    )
+    d = NodeInput("d", "d", NodeMetrics({}, {}, latency_sum=20.0, latency_count=None))
+    second = aggregate(
+        [node("a", latency=(130, 11)), node("b", {ADD: 2}), node("c", latency=(5000, 500), started_at=T0), d],
+        first.state,
+        now=T1,
+    )
+    # then the average is a's one new call: 30 ms
+    assert metrics_of(second)["awsAPILatencyAvg"] == 30.0
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "average"),
+    [
+        ((100.0, 10.0), (150.0, 5.0), 150 / 5),  # fewer calls: a reset, though the sum grew
+        ((100.0, 10.0), (40.0, 12.0), 40 / 12),  # a smaller sum: a reset, though the calls grew
+    ],
+)
+def test_latency_reset_seen_by_either_sum_or_count_counts_both_current_values(
+    before: tuple[float, float], after: tuple[float, float], average: float
+) -> None:
+    # given a pod whose restart count is unknown and whose latency summary went back once
+    result = run([node("a", latency=before)], [node("a", latency=after)])
+    # then both its current sum and count are the increase
+    assert metrics_of(result)["awsAPILatencyAvg"] == pytest.approx(average)
+
+
+def test_every_failed_pod_is_carried_whatever_the_order() -> None:
+    # given a and b known, a scraped now and also reported failed (first in the mapping), b failed
+    first = aggregate([node("a", {ADD: 1}), node("b", {ADD: 2})], None, now=T0)
+    second = aggregate([node("a", {ADD: 3})], first.state, now=T1, failed={"a": None, "b": None})
+    # then a's new baseline is its scrape and b keeps its old one
+    assert second.state.pods["a"].counters == {ADD: 3}
+    assert second.state.pods["b"] == first.state.pods["b"]

@@ -48,6 +48,20 @@ def test_naive_times_are_written_as_utc() -> None:
     assert loaded.pods["a"].started_at == T0
 
 
+def test_the_written_form_is_the_documented_one() -> None:
+    # given a state with a non-ASCII pod key, integral counters around 2^53 and a fractional latency
+    at = datetime(1970, 1, 2, 0, 0, 1, 5, tzinfo=UTC)  # 86,401 s and 5 µs after the epoch
+    counters = {"a": 1000.0, "b": 2.0**53 - 1, "c": 2.0**53, "d": 0.5}
+    state = ClusterState(at, {"pod-é": PodState("pod-é", at, 3, counters, 1.25, 4.0)})
+    # when written, then: UTC epoch microseconds, families once, integral values below 2^53 as JSON
+    # integers, others as floats, UTF-8 without escapes, no blanks
+    expected = (
+        '{"v":1,"t":86401000005,"f":["a","b","c","d"],'
+        '"p":{"pod-é":[86401000005,3,[1000,9007199254740991,9007199254740992.0,0.5],1.25,4]}}'
+    )
+    assert dump_state(state) == expected.encode()
+
+
 def test_ten_thousand_pods_state_is_small() -> None:
     # given 10,000 pods with every counter family and latency
     data = dump_state(_state(10_000))
@@ -98,7 +112,14 @@ def _doc(**changes: object) -> bytes:
         (_doc(p={"a": [None, None, [1, 2], None, None]}), "pod 'a': expected 1 counter values"),
         (_doc(p={"a": [None, None, ["1"], None, None]}), "pod 'a' counter x is not a number"),
         (_doc(p={"a": [None, None, [True], None, None]}), "pod 'a' counter x is not a number"),
-        (_doc(p={"a": [None, None, [10**400], None, None]}), "pod 'a' counter x is 100000"),
+        (
+            _doc(p={"a": [None, None, [10**400], None, None]}),
+            f"pod 'a' counter x is 1{'0' * 23}, not a number within ±2^360",  # 24 digits of 401
+        ),
+        (_doc(h=5), "'h' is not a list"),
+        (_doc(h={}), "'h' is not a list"),
+        (_doc(h=[[1, 2, 3]]), "history point 0: expected [time, assigned]"),
+        (_doc(h=[5]), "history point 0: expected [time, assigned]"),
         (
             _doc(p={"a": [None, None, [1e300], None, None]}),
             "pod 'a' counter x is 1e+300, not a number within",
@@ -130,4 +151,5 @@ def test_corrupt_state_raises_state_error_with_reason(data: bytes, reason: str) 
     with pytest.raises(StateError) as caught:
         load_state(data)
     assert caught.value.reason.startswith(reason)
+    assert str(caught.value) == f"invalid state: {caught.value.reason}"
     assert isinstance(caught.value, ValueError)

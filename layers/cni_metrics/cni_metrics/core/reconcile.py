@@ -77,7 +77,7 @@ def missed(
         for name, value in increases(mine_state, theirs).items():
             total[name] = total.get(name, 0.0) + value
         for name, value in increases(previous, theirs).items():
-            total[name] = total.get(name, 0.0) - value
+            total[name] -= value  # the same families as the step mine -> theirs, just added
     return {name: value for name, value in total.items() if value > 0}
 
 
@@ -107,7 +107,10 @@ def observed_after(node: NodeInput, before: PodState | None) -> bool:
     if before is None:
         return True
     restarts, restarts_before = node.restart_count, before.restart_count
-    if restarts is not None and restarts_before is not None and restarts != restarts_before:
-        return restarts > restarts_before
+    if restarts is not None and restarts_before is not None:
+        if restarts > restarts_before:
+            return True
+        if restarts < restarts_before:
+            return False
     counters = node.metrics.counters
     return all(counters.get(name, 0.0) >= value for name, value in before.counters.items())
