@@ -40,6 +40,9 @@ _EKS_CONFIG = Config(
     connect_timeout=3, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"},
     max_pool_connections=DISCOVERY_CONCURRENCY,
 )
+# An EKS client (made with an assumed role's credentials, used until 15 minutes before they expire) is
+# kept this long: a warm worker looks names up without new sessions, clients or AssumeRole calls.
+CLIENT_TTL_SECONDS = 600.0
 NO_TIME = "no time left before the run's deadline"
 
 Place = tuple[str, str, str]
@@ -76,14 +79,16 @@ def lookup(fleet: Fleet, cluster_id: str) -> FleetCluster | None:
 
 _DISCOVERED: TTLCache[tuple[Any, ...], tuple[str, ...]] = TTLCache(maxsize=256, ttl=DISCOVERY_TTL_SECONDS)
 _LOOKUPS: TTLCache[tuple[Any, ...], FleetCluster] = TTLCache(maxsize=4096, ttl=DISCOVERY_TTL_SECONDS)
+_CLIENTS: TTLCache[tuple[Any, ...], Any] = TTLCache(maxsize=256, ttl=CLIENT_TTL_SECONDS)
 _LOCK = threading.Lock()
 
 
 def clear_caches() -> None:
-    """Forget discovered clusters and looked-up names (tests)."""
+    """Forget discovered clusters, looked-up names and EKS clients (tests)."""
     with _LOCK:
         _DISCOVERED.clear()
         _LOOKUPS.clear()
+        _CLIENTS.clear()
 
 
 def resolve(
@@ -201,9 +206,17 @@ def _wait(futures: Iterable[Future[Any]], deadline: Deadline) -> None:
 
 
 def _eks(rule: DiscoveryRule, region: str, where: str, deadline: Deadline) -> Any:
-    """An EKS client in ``region`` of the rule's account (AssumeRole through the shared cache)."""
-    session = deadline.session(region_name=region)  # a session per thread: sessions are not thread-safe
-    return client_for(ClusterTarget(where, region, rule.role_arn), session, "eks", _EKS_CONFIG)
+    """An EKS client in ``region`` of the rule's account (AssumeRole through eks_auth's cache), bounded by
+    ``deadline``; kept ``CLIENT_TTL_SECONDS`` per deadline (a warm process keeps its one ``Deadline``)."""
+    key = (deadline, rule.role_arn, region, _eks_api())
+    with _LOCK:
+        client = _CLIENTS.get(key)
+    if client is None:
+        session = deadline.session(region_name=region)  # a session per client: sessions are not thread-safe
+        client = client_for(ClusterTarget(where, region, rule.role_arn), session, "eks", _EKS_CONFIG)
+        with _LOCK:
+            _CLIENTS[key] = client
+    return client
 
 
 def _list_clusters(task: _Task, deadline: Deadline) -> tuple[Any, list[str]]:
