@@ -218,3 +218,16 @@ def test_a_request_carries_the_host_and_headers_in_order() -> None:
         request
         == b"GET /api/v1/x HTTP/1.1\r\nHost: abc.eks.amazonaws.com\r\nAccept: */*\r\nUser-Agent: u\r\n\r\n"
     )
+
+
+@pytest.mark.parametrize(("value", "size"), [("0", 0), ("1234", 1234), ("7, 7", 7), (" 12 ", 12)])
+def test_a_content_length_is_one_size_in_ascii_digits(value: str, size: int) -> None:
+    # given a Content-Length value (repeated identical values allowed) / then its size is read
+    assert http1.content_length(value) == size
+
+
+@pytest.mark.parametrize("value", ["", "7, 8", "-1", "1e3", "\u00b2", "\u0663", "1" * 19])
+def test_any_other_content_length_is_a_protocol_error(value: str) -> None:
+    # given a Content-Length value that is not one size in ASCII digits / then it is refused by name
+    with pytest.raises(http1.ProtocolError, match="bad Content-Length"):
+        http1.content_length(value)

@@ -11,14 +11,16 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from cni_metrics.adapters.scrape.body import CappedBody
+from cni_metrics.adapters.scrape.body import CappedBody, open_body, payload_metrics
 from cni_metrics.adapters.scrape.policy import (
+    ERROR_BODY_BYTES,
     MAX_RETRY_AFTER_SECONDS,
     ScrapeFailure,
     classify_status,
     parse_retry_after,
     retry_delay,
     should_retry,
+    status_failure,
     status_message,
 )
 from cni_metrics.adapters.scrape.scraper import metrics_path
@@ -169,3 +171,69 @@ def test_metrics_path_quotes_the_pod_name() -> None:
     expected = "/api/v1/namespaces/kube-system/pods/aws-node-abc12:61678/proxy/metrics"
     assert metrics_path("aws-node-abc12") == expected
     assert "/" not in metrics_path("a/b").split("/pods/")[1].split(":")[0]
+
+
+def test_a_status_failure_reads_a_gzip_body_and_its_retry_after() -> None:
+    # given a 429 whose Status JSON is gzip-encoded, with Retry-After: 3
+    body = gzip.compress(json.dumps({"kind": "Status", "message": "slow down"}).encode())
+    # when it is classed
+    failure = status_failure(429, body, content_encoding=" GZIP ", retry_after="3")
+    # then it is a retryable throttle with the Status message and the server's wait
+    assert (failure.reason, failure.status, failure.retryable) == ("throttled", 429, True)
+    assert failure.message == "HTTP 429: slow down"
+    assert failure.retry_after == 3.0
+
+
+def test_a_status_failure_reads_only_the_start_of_a_body() -> None:
+    # given a 500 whose plain body is far longer than what is read of an error body
+    body = b"x" * (ERROR_BODY_BYTES * 4)
+    # when it is classed / then its message is one line made from the start only, never the whole body
+    failure = status_failure(500, body, content_encoding=None, retry_after=None)
+    assert failure.reason == "other"
+    assert failure.message == "HTTP 500: " + "x" * 300
+    # and a corrupt gzip body leaves the status alone in the message
+    assert status_failure(503, b"not gzip", content_encoding="gzip", retry_after=None).message == "HTTP 503"
+
+
+def test_a_plain_body_announced_over_the_cap_is_too_large_before_it_is_read() -> None:
+    # given a 200 announcing 2,000 plain bytes under a cap of 1,024
+    with pytest.raises(ScrapeFailure) as raised:
+        open_body(None, "2000", 1024)
+    # then it is refused at once, naming both sizes
+    assert (raised.value.reason, raised.value.message) == (
+        "too_large", "payload of 2000 bytes is larger than 1024 bytes"
+    )
+    # and a gzip body announcing as much is read (its decompressed size is what the cap bounds)
+    assert isinstance(open_body("gzip", "2000", 1024), CappedBody)
+
+
+@pytest.mark.parametrize(
+    ("payload", "content_type", "message"),
+    [
+        (b"go_goroutines 7\n", "text/plain", "no awscni metrics in the payload (Content-Type text/plain)"),
+        (b"<html>502</html>", None, "no awscni metrics in the payload (Content-Type none)"),
+        (b"awscni_ip_max{ 15\n", "text/plain", "line 1: "),
+    ],
+)
+def test_a_body_without_awscni_metrics_is_a_bad_payload(
+    payload: bytes, content_type: str | None, message: str
+) -> None:
+    # given a complete body without a readable awscni sample
+    body = CappedBody(None, 1024)
+    body.feed(payload)
+    # when its metrics are read / then it is a bad payload saying why
+    with pytest.raises(ScrapeFailure) as raised:
+        payload_metrics(body, content_type)
+    assert raised.value.reason == "bad_payload"
+    assert raised.value.message.startswith(message)
+
+
+def test_a_complete_body_gives_its_awscni_metrics() -> None:
+    # given a gzip body of one gauge and one counter, fed in two pieces
+    wire = gzip.compress(b"# TYPE awscni_ip_max gauge\nawscni_ip_max 15\nawscni_add_ip_req_count 3\n")
+    body = CappedBody("gzip", 1024)
+    body.feed(wire[:10])
+    body.feed(wire[10:])
+    # when its metrics are read / then they are the values written
+    metrics = payload_metrics(body, "text/plain")
+    assert (metrics.gauges, metrics.counters) == ({"awscni_ip_max": 15.0}, {"awscni_add_ip_req_count": 3.0})

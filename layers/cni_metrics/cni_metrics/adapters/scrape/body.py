@@ -1,4 +1,5 @@
-"""A response body accumulated under a cap on its decompressed size (gzip bombs stop at the cap).
+"""A response body accumulated under a cap on its decompressed size (gzip bombs stop at the cap), and
+what a complete one holds: both transports read a 200 body through here.
 
 A gzip body is one gzip member, as Go's (and every Prometheus client's) gzip writer makes it: a byte after
 the end of that member is refused (``bad_payload``) at once, never buffered.
@@ -8,7 +9,35 @@ from __future__ import annotations
 
 import zlib
 
+from cni_metrics.adapters.scrape.http1 import decimal
 from cni_metrics.adapters.scrape.policy import ScrapeFailure
+from cni_metrics.core.model import NodeMetrics
+from cni_metrics.core.node import read_node_metrics
+from cni_metrics.core.parser import PayloadError
+
+
+def open_body(content_encoding: str | None, content_length: str | None, cap: int) -> CappedBody:
+    """The capped body of a 200 response; ``too_large`` at once when an unencoded body announces more."""
+    if content_length and not content_encoding and (decimal(content_length.strip()) or 0) > cap:
+        raise ScrapeFailure("too_large", f"payload of {content_length} bytes is larger than {cap} bytes")
+    return CappedBody(content_encoding, cap)
+
+
+def payload_metrics(body: CappedBody, content_type: str | None) -> NodeMetrics:
+    """The awscni metrics of a complete body; ``ScrapeFailure`` (``bad_payload``, or ``other`` for a parser
+    bug, which must not take the run down) when it has none."""
+    try:
+        metrics = read_node_metrics(body.finish())
+    except PayloadError as exc:
+        raise ScrapeFailure("bad_payload", str(exc)) from None
+    except ScrapeFailure:
+        raise
+    except Exception as exc:
+        raise ScrapeFailure("other", f"unexpected {type(exc).__name__}") from None
+    if not metrics.gauges and not metrics.counters:
+        message = f"no awscni metrics in the payload (Content-Type {content_type or 'none'})"
+        raise ScrapeFailure("bad_payload", message)
+    return metrics
 
 
 class CappedBody:

@@ -232,11 +232,18 @@ def _framing(status: int, headers: dict[str, str]) -> tuple[Framing, int]:
     length = headers.get("content-length")
     if length is None:
         return "close", 0
-    values = {value.strip() for value in length.split(",")}
+    size = content_length(length)
+    return ("length", size) if size else ("none", 0)
+
+
+def content_length(value: str) -> int:
+    """The size a Content-Length field value gives (repeated identical values allowed); ``ProtocolError``
+    for anything else."""
+    values = {part.strip() for part in value.split(",")}
     size = decimal(values.pop()) if len(values) == 1 else None
     if size is None:
-        raise ProtocolError(f"bad Content-Length {length[:40]!r}")
-    return ("length", size) if size else ("none", 0)
+        raise ProtocolError(f"bad Content-Length {value[:40]!r}")
+    return size
 
 
 def decimal(text: str) -> int | None:

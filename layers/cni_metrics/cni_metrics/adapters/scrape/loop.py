@@ -20,30 +20,26 @@ import random
 import selectors
 import socket
 import ssl
-import zlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from cni_metrics.adapters.scrape import http1
-from cni_metrics.adapters.scrape.body import CappedBody
+from cni_metrics.adapters.scrape.body import CappedBody, open_body, payload_metrics
 from cni_metrics.adapters.scrape.policy import (
+    ERROR_BODY_BYTES,
     FailureReason,
     ScrapeFailure,
-    classify_status,
     exception_text,
-    parse_retry_after,
     retry_delay,
     should_retry,
+    status_failure,
 )
 from cni_metrics.adapters.tokens import BearerTokens
 from cni_metrics.core.model import NodeMetrics
-from cni_metrics.core.node import read_node_metrics
-from cni_metrics.core.parser import PayloadError
 
 RECV_BYTES = 64 * 1024
-ERROR_BODY_BYTES = 16 * 1024
 _TICK_SECONDS = 0.05  # how often in-flight attempts are checked against their timeouts
 # a reused keep-alive connection the server had closed: one reconnect, which counts as the pod's retry
 _STALE = (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError)  # ClosedWithoutResponse is a reset
@@ -397,12 +393,10 @@ class ScrapeRun:
             return
         if head.status == 200:
             if conn.body is None:
-                length = head.header("content-length")
-                encoding = head.header("content-encoding")
-                cap = self._ctx.settings.max_payload_bytes
-                if length and not encoding and (http1.decimal(length) or 0) > cap:
-                    raise ScrapeFailure("too_large", f"payload of {length} bytes is larger than {cap} bytes")
-                conn.body = CappedBody(encoding, cap)
+                conn.body = open_body(
+                    head.header("content-encoding"), head.header("content-length"),
+                    self._ctx.settings.max_payload_bytes,
+                )
             for piece in pieces:
                 conn.body.feed(piece)
             return
@@ -413,15 +407,10 @@ class ScrapeRun:
             raise self._status_failure(conn, head)
 
     def _status_failure(self, conn: Conn, head: http1.Head) -> ScrapeFailure:
-        body = b"".join(conn.error_parts)[:ERROR_BODY_BYTES]
-        if (head.header("content-encoding") or "").lower() in ("gzip", "x-gzip"):
-            try:
-                body = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, ERROR_BODY_BYTES)
-            except zlib.error:
-                body = b""
-        failure = classify_status(head.status, body)
-        failure.retry_after = parse_retry_after(head.header("retry-after"))
-        return failure
+        return status_failure(
+            head.status, b"".join(conn.error_parts), content_encoding=head.header("content-encoding"),
+            retry_after=head.header("retry-after"),
+        )
 
     def _response_done(self, conn: Conn, now: float) -> None:
         head = conn.reader.head
@@ -439,21 +428,10 @@ class ScrapeRun:
         conn.body = None
         self._release(conn, now)  # the next request goes out before this payload is parsed
         try:
-            metrics = read_node_metrics(body.finish())
+            metrics = payload_metrics(body, head.header("content-type"))
         except ScrapeFailure as failure:
             failure.bytes_read = wire
             self._failed(job, failure, now)
-            return
-        except PayloadError as exc:
-            self._failed(job, ScrapeFailure("bad_payload", str(exc), bytes_read=wire), now)
-            return
-        except Exception as exc:  # a parser bug must not take the run down
-            self._give_up(job, ScrapeFailure("other", f"unexpected {type(exc).__name__}", bytes_read=wire))
-            return
-        if not metrics.gauges and not metrics.counters:
-            content_type = head.header("content-type") or "none"
-            message = f"no awscni metrics in the payload (Content-Type {content_type})"
-            self._failed(job, ScrapeFailure("bad_payload", message, bytes_read=wire), now)
             return
         self._results[job.pod.key] = ScrapeResult(
             job.pod.key, job.pod.name, metrics, bytes_read=job.wire_bytes + wire, attempts=job.attempts

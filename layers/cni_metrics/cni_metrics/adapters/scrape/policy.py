@@ -6,6 +6,7 @@ import email.utils
 import json
 import random
 import time
+import zlib
 from typing import Literal, get_args
 
 from cni_metrics.adapters.scrape.http1 import decimal
@@ -18,6 +19,7 @@ FAILURE_REASONS: tuple[FailureReason, ...] = get_args(FailureReason)
 
 MAX_RETRY_AFTER_SECONDS = 10.0
 MIN_ATTEMPT_SECONDS = 0.5
+ERROR_BODY_BYTES = 16 * 1024  # read of an error body, at most: its start names the problem
 
 
 class ScrapeFailure(Exception):
@@ -89,6 +91,22 @@ def classify_status(status: int, body: bytes) -> ScrapeFailure:
     else:
         reason = "other"
     return ScrapeFailure(reason, message, status=status, retryable=retryable)
+
+
+def status_failure(
+    status: int, body: bytes, *, content_encoding: str | None, retry_after: str | None
+) -> ScrapeFailure:
+    """The failure a response other than 200 stands for, from the start of its body (gzip decoded, at most
+    ``ERROR_BODY_BYTES``) and its ``Retry-After``."""
+    body = body[:ERROR_BODY_BYTES]
+    if (content_encoding or "").strip().lower() in ("gzip", "x-gzip"):
+        try:
+            body = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, ERROR_BODY_BYTES)
+        except zlib.error:
+            body = b""
+    failure = classify_status(status, body)
+    failure.retry_after = parse_retry_after(retry_after)
+    return failure
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
