@@ -1,5 +1,10 @@
 """Deadlines and discovery against the fake EKS: hanging nodes, pagination, throttled lists, empty clusters,
-and the ``cni-metrics collect`` command as a process."""
+and the ``cni-metrics collect`` command as a process.
+
+Hanging nodes run on both transports. The others stay on the default one: listing pods (pagination, a
+throttled list, no aws-node pod) goes through the kubernetes client whatever the transport (the throttled
+list is throttled once per stand-in, so a second run would not see it), and ``cni-metrics collect
+--dry-run`` scrapes with the default transport."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import boto3
 import pytest
 from cni_metrics.adapters.eks_auth import ClusterTarget, TokenProvider, resolve_endpoint
 from cni_metrics.adapters.kube import api_client, list_aws_node_pods
-from cni_metrics.adapters.scrape import DEFAULT_SCRAPE
+from cni_metrics.adapters.scrape import DEFAULT_SCRAPE, TRANSPORTS, Transport
 from cni_metrics.collector.cluster import collect_cluster
 from fake_eks.testing import RunningFakeEks
 
@@ -39,14 +44,14 @@ def _target(eks: RunningFakeEks, name: str) -> ClusterTarget:
     return ClusterTarget(name, eks.connection["region"])
 
 
-def test_hanging_nodes_end_at_the_deadline(eks: RunningFakeEks) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_hanging_nodes_end_at_the_deadline(eks: RunningFakeEks, transport: Transport) -> None:
     # given a cluster where a quarter of the nodes hang, and read timeouts longer than the run
     budget = 2.5
     started = time.monotonic()
     # when it is collected with a 2.5 s deadline
-    result = collect_cluster(
-        _target(eks, "stuck"), scrape=replace(DEFAULT_SCRAPE, read_timeout=60), deadline=started + budget
-    )
+    scrape = replace(DEFAULT_SCRAPE, read_timeout=60, transport=transport)
+    result = collect_cluster(_target(eks, "stuck"), scrape=scrape, deadline=started + budget)
     elapsed = time.monotonic() - started
     # then it returns within the deadline plus one second, with the others scraped
     assert elapsed <= budget + 1.0

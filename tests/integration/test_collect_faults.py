@@ -1,4 +1,5 @@
-"""collect_cluster against the fake EKS over HTTPS: one cluster per fault kind, 20% of its nodes faulty.
+"""collect_cluster against the fake EKS over HTTPS: one cluster per fault kind, 20% of its nodes faulty,
+on both transports (the same assertions).
 
 Every number is checked against the stand-in's truth endpoint: the healthy nodes' payloads as served,
 their sums, and which pods were served at all.
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 from cni_metrics.adapters.eks_auth import ClusterTarget
-from cni_metrics.adapters.scrape import DEFAULT_SCRAPE
+from cni_metrics.adapters.scrape import DEFAULT_SCRAPE, TRANSPORTS, Transport
 from cni_metrics.collector.cluster import ClusterCollection, collect_cluster
 from cni_metrics.core.aggregate import aggregate
 from cni_metrics.core.catalogue import FAMILIES
@@ -71,12 +72,20 @@ SCENARIO = {
 }
 
 
-def _collect(eks: RunningFakeEks, cluster: str) -> tuple[ClusterCollection, float]:
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> Transport:
+    """Each test runs on both transports."""
+    value: Transport = request.param
+    return value
+
+
+def _collect(eks: RunningFakeEks, cluster: str, transport: Transport) -> tuple[ClusterCollection, float]:
     started = time.monotonic()
+    scrape = replace(
+        DEFAULT_SCRAPE, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, transport=transport
+    )
     result = collect_cluster(
-        ClusterTarget(cluster, eks.connection["region"]),
-        scrape=replace(DEFAULT_SCRAPE, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT),
-        deadline=started + 20,
+        ClusterTarget(cluster, eks.connection["region"]), scrape=scrape, deadline=started + 20
     )
     return result, time.monotonic() - started
 
@@ -86,12 +95,14 @@ def _close(a: float, b: float) -> bool:
 
 
 @pytest.mark.parametrize("kind", list(EXPECTED))
-def test_healthy_nodes_match_truth_while_20_percent_fail(eks: RunningFakeEks, kind: str) -> None:
+def test_healthy_nodes_match_truth_while_20_percent_fail(
+    eks: RunningFakeEks, kind: str, transport: Transport
+) -> None:
     # given a cluster where 3 of 15 nodes suffer this fault
     cluster = _cluster(kind)
     attempts_before = {p["uid"]: p["attempts"] for p in eks.truth(cluster)["pods"]}
     # when it is collected
-    result, elapsed = _collect(eks, cluster)
+    result, elapsed = _collect(eks, cluster, transport)
     truth = eks.truth(cluster)
     pods = {p["uid"]: p for p in truth["pods"]}
     served = {uid for uid, p in pods.items() if p["served"] is not None}
@@ -142,9 +153,9 @@ def test_healthy_nodes_match_truth_while_20_percent_fail(eks: RunningFakeEks, ki
     assert elapsed < CONNECT_TIMEOUT + READ_TIMEOUT + 3
 
 
-def test_health_metrics_use_the_published_names(eks: RunningFakeEks) -> None:
+def test_health_metrics_use_the_published_names(eks: RunningFakeEks, transport: Transport) -> None:
     # given a collection with failures
-    result, _ = _collect(eks, _cluster("error_500"))
+    result, _ = _collect(eks, _cluster("error_500"), transport)
     # when its health is turned into metrics
     metrics = {m.name: (m.value, m.unit) for m in result.health.to_metrics()}
     # then the names and units are the catalogue's

@@ -1,9 +1,15 @@
-"""The scraper's keep-alive connections against a real loopback TLS server.
+"""The scraper's keep-alive connections against a real loopback TLS server, on both transports.
 
-Reuse while the server keeps the connection; a connection the server closed while idle is replaced; one
-closed when the next request arrived is replaced once, as the pod's one retry; on a new connection the
-same failure is a connection error (one retry, then ``unreachable``). Never more connections open at
-once than the concurrency; a server that never answers is a timeout.
+Reuse while the server keeps the connection; a connection the server closed while idle is replaced; on a
+new connection a close without response is a connection error (one retry, then ``unreachable``). Never
+more connections open at once than the concurrency; a server that never answers is a timeout; a token
+refused mid-run is replaced once; a certificate from another CA fails closed; a pause of the scraper itself
+does not count against the server.
+
+Built-in transport only (the three ``test_builtin_*`` tests): a kept-alive connection the server closes just
+as the next request arrives is reconnected once without counting as the pod's retry. The requests
+transport cannot do that: urllib3 does not tell a reused connection's failure from a new one's, so there
+the race costs the pod its one retry (``test_requests_*``; requests_transport's docstring).
 """
 
 from __future__ import annotations
@@ -16,7 +22,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from cni_metrics.adapters.scrape import PodRef, Scraper, ScrapeResult, ScrapeSettings
+from cni_metrics.adapters.scrape import (
+    TRANSPORTS,
+    ClusterScraper,
+    PodRef,
+    ScrapeResult,
+    ScrapeSettings,
+    Transport,
+    open_scraper,
+)
+from cni_metrics.adapters.tokens import BearerTokens
 from fake_eks.certs import make_cluster_tls
 
 pytestmark = pytest.mark.integration
@@ -124,6 +139,13 @@ class Tokens:
         return TOKEN
 
 
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> Transport:
+    """Each test taking it runs on both transports."""
+    value: Transport = request.param
+    return value
+
+
 @pytest.fixture
 def serve() -> Iterator[Callable[[Behaviour], KeepAliveServer]]:
     servers: list[KeepAliveServer] = []
@@ -142,27 +164,36 @@ def serve() -> Iterator[Callable[[Behaviour], KeepAliveServer]]:
         server.listener.close()
 
 
-def _scraper(server: KeepAliveServer) -> Scraper:
-    context = ssl.create_default_context(cadata=server.ca_pem)
-    return Scraper(
-        server.url, context, Tokens(), ScrapeSettings(concurrency=1, connect_timeout=2, read_timeout=2)
-    )
+def scraper_for(
+    url: str, ca_pem: str, settings: ScrapeSettings, *, tokens: BearerTokens | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ClusterScraper:
+    """The scraper of ``settings.transport`` for ``url``, verifying with ``ca_pem`` alone."""
+    context = ssl.create_default_context(cadata=ca_pem)
+    return open_scraper(url, context, tokens or Tokens(), settings, clock=clock)
 
 
-def _scrape_one(scraper: Scraper, pod: PodRef, deadline: float) -> ScrapeResult:
+def _scraper(server: KeepAliveServer, transport: Transport) -> ClusterScraper:
+    settings = ScrapeSettings(concurrency=1, connect_timeout=2, read_timeout=2, transport=transport)
+    return scraper_for(server.url, server.ca_pem, settings)
+
+
+def _scrape_one(scraper: ClusterScraper, pod: PodRef, deadline: float) -> ScrapeResult:
     """One pod (keep-alive connections of earlier calls are reused)."""
     return scraper.scrape_all([pod], deadline)[0]
 
 
-def _scrape(scraper: Scraper, name: str) -> tuple[str | None, str, int]:
+def _scrape(scraper: ClusterScraper, name: str) -> tuple[str | None, str, int]:
     result = _scrape_one(scraper, PodRef(f"uid-{name}", name), time.monotonic() + 10)
     assert TOKEN not in result.message
     return result.reason, result.message, result.attempts
 
 
-def _scrape_in_turn(server: KeepAliveServer, *names: str) -> list[tuple[str | None, str, int]]:
+def _scrape_in_turn(
+    server: KeepAliveServer, *names: str, transport: Transport = "builtin"
+) -> list[tuple[str | None, str, int]]:
     """Scrape the pods one after another with one scraper (concurrency 1), then close it."""
-    scraper = _scraper(server)
+    scraper = _scraper(server, transport)
     try:
         return [_scrape(scraper, name) for name in names]
     finally:
@@ -170,21 +201,24 @@ def _scrape_in_turn(server: KeepAliveServer, *names: str) -> list[tuple[str | No
 
 
 def test_one_connection_serves_every_request_while_the_server_keeps_it(
-    serve: Callable[[Behaviour], KeepAliveServer],
+    serve: Callable[[Behaviour], KeepAliveServer], transport: Transport,
 ) -> None:
+    # given a server that keeps every connection
     server = serve(lambda c, n: "ok")
-    outcomes = _scrape_in_turn(server, *(f"aws-node-{i}" for i in range(3)))
+    # when three pods are scraped one after another
+    outcomes = _scrape_in_turn(server, *(f"aws-node-{i}" for i in range(3)), transport=transport)
+    # then each is read at its first attempt, all three on one connection
     assert outcomes == [(None, "", 1)] * 3
     assert server.connections == 1
     assert len(server.requests) == 3
 
 
 def test_a_connection_the_server_closed_while_idle_is_replaced(
-    serve: Callable[[Behaviour], KeepAliveServer],
+    serve: Callable[[Behaviour], KeepAliveServer], transport: Transport,
 ) -> None:
     # given a server that closes each connection after one response
     server = serve(lambda c, n: "ok_then_close")
-    scraper = _scraper(server)
+    scraper = _scraper(server, transport)
     try:
         first = _scrape(scraper, "aws-node-a")
         time.sleep(0.2)  # the close reaches the client's idle connection
@@ -197,7 +231,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced(
     assert len(server.requests) == 2
 
 
-def test_a_stale_connection_dropped_at_the_next_request_is_reconnected_once_not_retried(
+def test_builtin_a_stale_connection_dropped_at_the_next_request_is_reconnected_once_not_retried(
     serve: Callable[[Behaviour], KeepAliveServer],
 ) -> None:
     # given a server that drops the first connection when its second request arrives (keep-alive race)
@@ -209,12 +243,27 @@ def test_a_stale_connection_dropped_at_the_next_request_is_reconnected_once_not_
     assert [action for _, _, action in server.requests] == ["ok", "drop", "ok"]
 
 
-def test_a_new_connection_closed_without_response_is_a_connection_error_retried_once(
+def test_requests_a_stale_connection_dropped_at_the_next_request_costs_the_pods_one_retry(
     serve: Callable[[Behaviour], KeepAliveServer],
+) -> None:
+    # given a server that drops the first connection when its second request arrives (keep-alive race)
+    server = serve(lambda c, n: "drop" if (c, n) == (0, 1) else "ok")
+    # when two pods are scraped one after another on the requests transport
+    first, second = _scrape_in_turn(server, "aws-node-a", "aws-node-b", transport="requests")
+    # then the second pod is scraped on a new connection, at its second attempt (the built-in transport's
+    # first: test_builtin_a_stale_connection_dropped_at_the_next_request_is_reconnected_once_not_retried)
+    assert (first, second) == ((None, "", 1), (None, "", 2))
+    assert server.connections == 2
+    assert [action for _, _, action in server.requests] == ["ok", "drop", "ok"]
+
+
+def test_a_new_connection_closed_without_response_is_a_connection_error_retried_once(
+    serve: Callable[[Behaviour], KeepAliveServer], transport: Transport,
 ) -> None:
     # given a server that drops every request
     server = serve(lambda c, n: "drop")
-    [(reason, message, attempts)] = _scrape_in_turn(server, "aws-node-a")
+    # when a pod is scraped
+    [(reason, message, attempts)] = _scrape_in_turn(server, "aws-node-a", transport=transport)
     # then it is unreachable after the one retry, with no extra reconnect (each try on a new connection)
     assert (reason, attempts) == ("unreachable", 2)
     assert "closed the connection without a response" in message
@@ -222,7 +271,7 @@ def test_a_new_connection_closed_without_response_is_a_connection_error_retried_
     assert len(server.requests) == 2
 
 
-def test_a_retry_that_finds_its_kept_connection_closed_is_sent_again_on_a_new_one(
+def test_builtin_a_retry_that_finds_its_kept_connection_closed_is_sent_again_on_a_new_one(
     serve: Callable[[Behaviour], KeepAliveServer],
 ) -> None:
     # given a server that answers, then answers 503 on the same connection, then drops it at the retry
@@ -236,7 +285,7 @@ def test_a_retry_that_finds_its_kept_connection_closed_is_sent_again_on_a_new_on
     assert server.connections == 2
 
 
-def test_a_reconnect_after_a_stale_connection_counts_as_the_one_retry(
+def test_builtin_a_reconnect_after_a_stale_connection_counts_as_the_one_retry(
     serve: Callable[[Behaviour], KeepAliveServer],
 ) -> None:
     # given a server that answers the first request, then drops every request
@@ -250,12 +299,11 @@ def test_a_reconnect_after_a_stale_connection_counts_as_the_one_retry(
 
 
 def test_never_more_connections_than_the_concurrency_and_each_is_reused(
-    serve: Callable[[Behaviour], KeepAliveServer],
+    serve: Callable[[Behaviour], KeepAliveServer], transport: Transport,
 ) -> None:
     # given a server that answers every request after 20 ms, and a scraper with concurrency 4
     server = serve(lambda c, n: "slow")
-    context = ssl.create_default_context(cadata=server.ca_pem)
-    scraper = Scraper(server.url, context, Tokens(), ScrapeSettings(concurrency=4))
+    scraper = scraper_for(server.url, server.ca_pem, ScrapeSettings(concurrency=4, transport=transport))
     pods = [PodRef(f"uid-{i}", f"aws-node-{i}") for i in range(30)]
     # when 30 pods are scraped
     try:
@@ -271,13 +319,12 @@ def test_never_more_connections_than_the_concurrency_and_each_is_reused(
 
 
 def test_a_server_that_never_answers_is_a_timeout_and_the_run_goes_on(
-    serve: Callable[[Behaviour], KeepAliveServer],
+    serve: Callable[[Behaviour], KeepAliveServer], transport: Transport,
 ) -> None:
     # given a server that never answers the first connection's request, and answers on the others
     server = serve(lambda c, n: "silent" if c == 0 else "ok")
-    context = ssl.create_default_context(cadata=server.ca_pem)
-    settings = ScrapeSettings(concurrency=2, connect_timeout=1, read_timeout=0.5)
-    scraper = Scraper(server.url, context, Tokens(), settings)
+    settings = ScrapeSettings(concurrency=2, connect_timeout=1, read_timeout=0.5, transport=transport)
+    scraper = scraper_for(server.url, server.ca_pem, settings)
     pods = [PodRef(f"uid-{i}", f"aws-node-{i}") for i in range(5)]
     # when five pods are scraped
     try:
@@ -311,14 +358,14 @@ class RotatingTokens:
 
 
 def test_a_token_refused_mid_run_is_replaced_and_no_pod_sends_it_twice(
-    serve: Callable[[Behaviour], KeepAliveServer],
+    serve: Callable[[Behaviour], KeepAliveServer], transport: Transport,
 ) -> None:
     # given a server that refuses the expired token on kept-alive connections, and concurrency 4
     server = serve(lambda c, n: "slow")
     tokens = RotatingTokens()
     server.refused_token = tokens.current
-    context = ssl.create_default_context(cadata=server.ca_pem)
-    scraper = Scraper(server.url, context, tokens, ScrapeSettings(concurrency=4))
+    settings = ScrapeSettings(concurrency=4, transport=transport)
+    scraper = scraper_for(server.url, server.ca_pem, settings, tokens=tokens)
     pods = [PodRef(f"uid-{i}", f"aws-node-{i}") for i in range(12)]
     # when 12 pods are scraped
     try:
@@ -336,12 +383,12 @@ def test_a_token_refused_mid_run_is_replaced_and_no_pod_sends_it_twice(
 
 
 def test_a_server_with_a_certificate_from_another_ca_fails_closed_without_a_retry(
-    serve: Callable[[Behaviour], KeepAliveServer],
+    serve: Callable[[Behaviour], KeepAliveServer], transport: Transport,
 ) -> None:
     # given a server whose certificate the scraper's CA did not sign
     server = serve(lambda c, n: "ok")
     other_ca = make_cluster_tls("another-cluster").ca_pem
-    scraper = Scraper(server.url, ssl.create_default_context(cadata=other_ca), Tokens(), ScrapeSettings())
+    scraper = scraper_for(server.url, other_ca, ScrapeSettings(transport=transport))
     # when a pod is scraped
     try:
         result = _scrape_one(scraper, PodRef("uid-a", "aws-node-a"), time.monotonic() + 10)
@@ -354,14 +401,14 @@ def test_a_server_with_a_certificate_from_another_ca_fails_closed_without_a_retr
     assert server.requests == []
 
 
-def test_a_port_nobody_listens_on_is_unreachable_after_the_one_retry() -> None:
+def test_a_port_nobody_listens_on_is_unreachable_after_the_one_retry(transport: Transport) -> None:
     # given a loopback port that was bound and released, so nothing listens on it
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     tls = make_cluster_tls("nobody")
-    context = ssl.create_default_context(cadata=tls.ca_pem)
-    scraper = Scraper(f"https://127.0.0.1:{port}", context, Tokens(), ScrapeSettings(concurrency=2))
+    settings = ScrapeSettings(concurrency=2, transport=transport)
+    scraper = scraper_for(f"https://127.0.0.1:{port}", tls.ca_pem, settings)
     pods = [PodRef(f"uid-{i}", f"aws-node-{i}") for i in range(3)]
     # when pods are scraped
     try:
@@ -374,24 +421,25 @@ def test_a_port_nobody_listens_on_is_unreachable_after_the_one_retry() -> None:
 
 
 def test_a_pause_of_the_scraper_itself_is_not_counted_against_the_server(
-    serve: Callable[[Behaviour], KeepAliveServer],
+    serve: Callable[[Behaviour], KeepAliveServer], transport: Transport,
 ) -> None:
     # given a server that answers as soon as it is let, and a scraper whose clock jumps 10 s ahead (a
     # garbage collection, a throttled vCPU) just after letting it, the answer already in the socket
     server = serve(lambda c, n: "held")
     server.tls_context.maximum_version = ssl.TLSVersion.TLSv1_2  # no session ticket after the handshake
     jump: list[float] = []
+    pausing = threading.Lock()  # the requests transport reads the clock from its threads too
 
     def clock() -> float:
-        if server.arrived.is_set() and not jump:
-            server.release.set()
-            time.sleep(0.2)  # the answer lands while the scraper is paused
-            jump.append(10.0)
-        return time.monotonic() + sum(jump)
+        with pausing:
+            if server.arrived.is_set() and not jump:
+                server.release.set()
+                time.sleep(0.2)  # the answer lands while the scraper is paused
+                jump.append(10.0)
+            return time.monotonic() + sum(jump)
 
-    context = ssl.create_default_context(cadata=server.ca_pem)
-    settings = ScrapeSettings(concurrency=1, connect_timeout=1, read_timeout=2)
-    scraper = Scraper(server.url, context, Tokens(), settings, clock=clock)
+    settings = ScrapeSettings(concurrency=1, connect_timeout=1, read_timeout=2, transport=transport)
+    scraper = scraper_for(server.url, server.ca_pem, settings, clock=clock)
     # when a pod is scraped
     try:
         result = _scrape_one(scraper, PodRef("uid-a", "aws-node-a"), time.monotonic() + 60)

@@ -31,9 +31,9 @@ from cni_metrics.adapters.scrape import (
     DEFAULT_SCRAPE,
     FAILURE_REASONS,
     PodRef,
-    Scraper,
     ScrapeResult,
     ScrapeSettings,
+    open_scraper,
 )
 from cni_metrics.adapters.tokens import BearerTokens
 from cni_metrics.capacity.sources import CapacitySources, start_reading
@@ -186,7 +186,7 @@ def _collect(
     )
     scrapable = [pod for pod in pods if pod.scrapable]
     health.nodes_skipped = len(pods) - len(scrapable)
-    scraper = Scraper(endpoint.url, context, tokens, settings, clock=clock)
+    scraper = open_scraper(endpoint.url, context, tokens, settings, clock=clock)
     try:
         results = scraper.scrape_all([PodRef(pod.uid, pod.name) for pod in scrapable], deadline)
     finally:

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from cni_metrics.adapters.scrape import DEFAULT_SCRAPE, ScrapeSettings
+from cni_metrics.adapters.scrape import DEFAULT_SCRAPE, ScrapeSettings, Transport
 from cni_metrics.settings_fields import (
     CLUSTER_NAME_PATTERN,
     REGION_PATTERN,
@@ -131,6 +131,7 @@ class Settings(MetricSelection):
     max_payload_bytes: int = Field(
         default=DEFAULT_SCRAPE.max_payload_bytes, ge=1024, alias="MAX_PAYLOAD_BYTES"
     )
+    scrape_transport: Transport = Field(default=DEFAULT_SCRAPE.transport, alias="SCRAPE_TRANSPORT")
     exhaustion_threshold_pct: float = Field(default=90.0, gt=0, le=100, alias="EXHAUSTION_THRESHOLD_PCT")
     state_bucket: str = Field(min_length=3, max_length=63, pattern=_BUCKET, alias="STATE_BUCKET")
     state_prefix: Annotated[str, AfterValidator(_check_prefix)] = Field(
@@ -198,6 +199,7 @@ class Settings(MetricSelection):
         return ScrapeSettings(
             concurrency=self.scrape_concurrency, connect_timeout=self.connect_timeout_seconds,
             read_timeout=self.read_timeout_seconds, max_payload_bytes=self.max_payload_bytes,
+            transport=self.scrape_transport,
         )
 
     @property

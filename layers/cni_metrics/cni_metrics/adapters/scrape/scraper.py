@@ -3,7 +3,8 @@
 ``GET /api/v1/namespaces/kube-system/pods/<pod>:61678/proxy/metrics`` over keep-alive HTTPS (TLS
 verified with the cluster CA, host name checked), from one thread: up to ``concurrency`` non-blocking
 connections on one selector, owned here and kept from one ``scrape_all`` to the next, each of which is a
-``loop.ScrapeRun``. ``ScrapeSettings`` is the home of the scrape defaults (``DEFAULT_SCRAPE``).
+``loop.ScrapeRun``. ``ScrapeSettings`` is the home of the scrape defaults (``DEFAULT_SCRAPE``), the choice
+of transport included (``transport.open_scraper``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import quote, urlsplit
 
 from cni_metrics.adapters.scrape import http1
@@ -26,19 +27,47 @@ from cni_metrics.adapters.tokens import BearerTokens
 
 METRICS_PORT = 61678
 USER_AGENT = "cni-metrics-lambda"
+ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+
+Transport = Literal["builtin", "requests"]
+TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
 
 
 @dataclass(frozen=True, slots=True)
 class ScrapeSettings:
-    """Knobs of one cluster's scrape."""
+    """Knobs of one cluster's scrape; ``transport``: this module's ``Scraper`` (``builtin``) or
+    ``requests_transport.RequestsScraper`` (``requests``)."""
 
     concurrency: int = 64
     connect_timeout: float = 3.0
     read_timeout: float = 10.0
     max_payload_bytes: int = 8 * 1024 * 1024
+    transport: Transport = "builtin"
 
 
 DEFAULT_SCRAPE = ScrapeSettings()
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a cluster's API server is: host name, port, ``host[:port]`` (no user info), path prefix."""
+
+    host: str
+    port: int
+    netloc: str
+    prefix: str
+
+
+def checked_endpoint(endpoint_url: str, ssl_context: ssl.SSLContext) -> Endpoint:
+    """The cluster's endpoint; ValueError unless its URL is https with a host and the TLS context verifies
+    the certificate and the host name."""
+    parts = urlsplit(endpoint_url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(f"cluster endpoint must be an https URL, got {endpoint_url!r}")
+    if ssl_context.verify_mode != ssl.CERT_REQUIRED or not ssl_context.check_hostname:
+        raise ValueError("the cluster TLS context must verify the certificate and the host name")
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return Endpoint(parts.hostname, parts.port or 443, netloc, parts.path.rstrip("/"))
 
 
 def metrics_path(pod: str) -> str:
@@ -59,16 +88,12 @@ class Scraper:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        parts = urlsplit(endpoint_url)
-        if parts.scheme != "https" or not parts.hostname:
-            raise ValueError(f"cluster endpoint must be an https URL, got {endpoint_url!r}")
-        if ssl_context.verify_mode != ssl.CERT_REQUIRED or not ssl_context.check_hostname:
-            raise ValueError("the cluster TLS context must verify the certificate and the host name")
-        self._host = parts.hostname
-        self._port = parts.port or 443
+        endpoint = checked_endpoint(endpoint_url, ssl_context)
+        self._host = endpoint.host
+        self._port = endpoint.port
         self._ssl_context = ssl_context
-        self._prefix = parts.path.rstrip("/")
-        self._netloc = parts.netloc.rsplit("@", 1)[-1]
+        self._prefix = endpoint.prefix
+        self._netloc = endpoint.netloc
         self._settings = settings
         self._tokens = tokens
         self._clock = clock
@@ -168,7 +193,7 @@ class Scraper:
         if current != token:
             headers = {
                 "Authorization": f"Bearer {token}",
-                "Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1",
+                "Accept": ACCEPT,
                 "Accept-Encoding": "gzip",
                 "User-Agent": USER_AGENT,
             }

@@ -1,0 +1,368 @@
+"""The scrape on ``requests`` (``SCRAPE_TRANSPORT=requests``): the way out beside the built-in transport.
+
+One ``requests.Session`` per scraper, its urllib3 pool keeping up to ``concurrency`` keep-alive connections
+from one ``scrape_all`` to the next, and a pool of ``concurrency`` threads, each carrying one attempt at a
+time. The calling thread keeps the pods' progress and applies the built-in transport's rules (policy.py):
+one retry (429, 503, connection errors; jittered, Retry-After honoured), one token refresh after a 401, the
+run's deadline. Each attempt has the connect and read timeouts, every wait of it ending by the attempt's
+end (connect + read timeout, the deadline at the latest), and the payload cap: the body is read as it came
+and decoded by ``CappedBody`` (gzip bombs stop at the cap), never by urllib3.
+
+TLS is verified with the cluster CA alone: its certificates go to a file passed as ``verify`` with every
+request, so ``REQUESTS_CA_BUNDLE`` cannot replace it. The environment's ``HTTPS_PROXY`` and ``NO_PROXY``
+apply as requests applies them (``trust_env``): the reason this transport exists. The token goes through an
+auth hook (a ``.netrc`` entry cannot replace it); redirects are not followed (a 3xx is ``other``).
+
+Where it differs from the built-in transport: a kept-alive connection the server closes just as a request
+goes out costs the pod its one retry (urllib3 cannot tell it from a new connection's failure; the built-in
+transport reconnects once without counting it); ``bytes_read`` counts bodies as they came (compressed,
+without the head and chunk framing); a TLS handshake that times out reads as a response timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import http.client
+import math
+import os
+import random
+import ssl
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+
+from cni_metrics.adapters.scrape.body import open_body, payload_metrics
+from cni_metrics.adapters.scrape.http1 import ProtocolError, content_length
+from cni_metrics.adapters.scrape.loop import PodRef, ScrapeResult
+from cni_metrics.adapters.scrape.policy import (
+    ERROR_BODY_BYTES,
+    ScrapeFailure,
+    exception_text,
+    retry_delay,
+    should_retry,
+    status_failure,
+)
+from cni_metrics.adapters.scrape.scraper import (
+    ACCEPT,
+    DEFAULT_SCRAPE,
+    USER_AGENT,
+    ScrapeSettings,
+    checked_endpoint,
+    metrics_path,
+)
+from cni_metrics.adapters.tokens import BearerTokens
+from cni_metrics.core.model import NodeMetrics
+
+RECV_BYTES = 64 * 1024
+_TICK_SECONDS = 0.05  # how often the calling thread reads its clock while attempts run
+_LAST_WAIT_SECONDS = 0.001  # a read at or past the attempt's end still takes what already arrived
+
+Outcome = tuple[NodeMetrics, int] | ScrapeFailure  # an attempt's metrics and body bytes, or its failure
+# TLS errors that only say the server closed the connection: connection errors, as any other
+_CLOSED = (ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    """The bearer token of one request."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+
+class _Job:
+    """One pod's progress over its attempts."""
+
+    __slots__ = ("attempts", "pod", "refreshed", "retried", "token", "wire_bytes")
+
+    def __init__(self, pod: PodRef) -> None:
+        self.pod = pod
+        self.token = ""  # the token of the current attempt
+        self.attempts = 0
+        self.refreshed = False  # had its one token refresh (401)
+        self.retried = False  # had its one retry
+        self.wire_bytes = 0  # bytes read by failed attempts
+
+
+class RequestsScraper:
+    """Scrapes aws-node pods of one cluster through its API server with requests, ``concurrency`` at once."""
+
+    def __init__(
+        self,
+        endpoint_url: str,
+        ssl_context: ssl.SSLContext,
+        tokens: BearerTokens,
+        settings: ScrapeSettings = DEFAULT_SCRAPE,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        endpoint = checked_endpoint(endpoint_url, ssl_context)
+        self._base = f"https://{endpoint.netloc}{endpoint.prefix}"
+        self._settings = settings
+        self._tokens = tokens
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._concurrency = max(1, settings.concurrency)
+        self._ca_file = _ca_file(ssl_context)
+        self._session = requests.Session()
+        self._session.headers = CaseInsensitiveDict(
+            {"User-Agent": USER_AGENT, "Accept": ACCEPT, "Accept-Encoding": "gzip"}
+        )
+        # no retry inside urllib3: the policy's one retry is the only one
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._concurrency, max_retries=0)
+        self._session.mount("https://", adapter)
+        self._threads = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="scrape")
+
+    def __repr__(self) -> str:
+        return f"RequestsScraper(base={self._base!r}, concurrency={self._concurrency})"
+
+    def close(self) -> None:
+        """Close idle connections, let the threads go (an attempt still running ends by its timeouts)."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        self._session.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._ca_file)
+
+    def scrape_all(self, pods: Sequence[PodRef], deadline: float) -> list[ScrapeResult]:
+        """Every pod's result, in ``pods`` order; returns by ``deadline`` (monotonic) whatever happens.
+
+        Each call asks the token provider for its (cached or new) token again; keep-alive connections of
+        earlier calls are reused."""
+        run = _Run(self._tokens, self._clock, self._rng, self._concurrency, self._submit, deadline)
+        return run.run(pods)
+
+    def _submit(self, pod: PodRef, token: str, deadline: float) -> Future[Outcome]:
+        return self._threads.submit(self._attempt, pod, token, deadline)
+
+    # -- one attempt, in a pool thread -------------------------------------------------------------
+
+    def _attempt(self, pod: PodRef, token: str, deadline: float) -> Outcome:
+        """One request of ``pod``'s metrics: its metrics or its failure (never raises)."""
+        try:
+            return self._request(pod, token, deadline)
+        except ScrapeFailure as failure:
+            return failure
+        except Exception as exc:  # one pod must never take the others down
+            return ScrapeFailure("other", f"unexpected {type(exc).__name__}")
+
+    def _request(self, pod: PodRef, token: str, deadline: float) -> tuple[NodeMetrics, int]:
+        settings = self._settings
+        started = self._clock()
+        due = min(deadline, started + settings.connect_timeout + settings.read_timeout)
+        left = due - started
+        if left <= 0:
+            raise ScrapeFailure("timeout", "deadline passed before the scrape finished")
+        try:
+            response = self._session.get(
+                self._base + metrics_path(pod.name), auth=_BearerAuth(token), verify=self._ca_file,
+                timeout=(min(settings.connect_timeout, left), min(settings.read_timeout, left)),
+                stream=True, allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise _request_failure(exc) from None
+        with response:  # closed at the end: a body not read to its end closes its connection
+            return self._response(response, due)
+
+    def _response(self, response: requests.Response, due: float) -> tuple[NodeMetrics, int]:
+        headers = response.headers
+        length = headers.get("content-length")
+        if length is not None and "transfer-encoding" not in headers:
+            try:
+                content_length(length)
+            except ProtocolError as exc:
+                raise ScrapeFailure("unreachable", f"response: {exc}") from None
+        if response.status_code != 200:
+            parts: list[bytes] = []
+            size = 0
+            while size < ERROR_BODY_BYTES and (chunk := self._read(response.raw, due, size)):
+                parts.append(chunk)
+                size += len(chunk)
+            failure = status_failure(
+                response.status_code, b"".join(parts), content_encoding=headers.get("content-encoding"),
+                retry_after=headers.get("retry-after"),
+            )
+            failure.bytes_read = size
+            raise failure
+        body = open_body(headers.get("content-encoding"), length, self._settings.max_payload_bytes)
+        try:
+            while chunk := self._read(response.raw, due, body.wire_bytes):
+                body.feed(chunk)
+            return payload_metrics(body, headers.get("content-type")), body.wire_bytes
+        except ScrapeFailure as failure:
+            failure.bytes_read = body.wire_bytes
+            raise
+
+    def _read(self, raw: Any, due: float, received: int) -> bytes:
+        """The next piece of the body as it came (not decoded), b"" at its end; every wait ends by ``due``."""
+        connection = raw.connection  # None once the body ended (back in the pool)
+        if connection is not None and connection.sock is not None:
+            connection.sock.settimeout(max(due - self._clock(), _LAST_WAIT_SECONDS))
+        try:
+            data: bytes = raw.read1(RECV_BYTES, decode_content=False)
+        except urllib3.exceptions.ReadTimeoutError:
+            message = "body not complete within the timeouts or the deadline"
+            raise ScrapeFailure("timeout", message, bytes_read=received) from None
+        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.SSLError) as exc:
+            root = _root(exc)
+            if isinstance(root, http.client.IncompleteRead):
+                left = f"{root.expected} bytes " if isinstance(root.expected, int) else ""
+                message = f"body: connection closed {left}before the end of the body"
+                raise ScrapeFailure("bad_payload", message, bytes_read=received) from None
+            text = exception_text(root)
+            raise ScrapeFailure("unreachable", text, retryable=True, bytes_read=received) from None
+        return data
+
+
+class _Run:
+    """One ``scrape_all``: pods waiting, in flight on the threads and done, driven from the calling thread."""
+
+    def __init__(
+        self,
+        tokens: BearerTokens,
+        clock: Callable[[], float],
+        rng: random.Random,
+        concurrency: int,
+        submit: Callable[[PodRef, str, float], Future[Outcome]],
+        deadline: float,
+    ) -> None:
+        self._tokens = tokens
+        self._clock = clock
+        self._rng = rng
+        self._concurrency = concurrency
+        self._submit = submit
+        self._deadline = deadline
+        self._ready: deque[_Job] = deque()
+        self._waiting: list[tuple[float, int, _Job]] = []  # retries by the time they are due
+        self._running: dict[Future[Outcome], _Job] = {}
+        self._results: dict[str, ScrapeResult] = {}
+        self._sequence = 0
+        self._token = ""  # the token of this run, taken once, replaced after a 401
+
+    def run(self, pods: Sequence[PodRef]) -> list[ScrapeResult]:
+        """Every pod's result, in ``pods`` order, by the deadline; attempts not started by then never are."""
+        self._ready.extend(_Job(pod) for pod in pods)
+        try:
+            self._drive(len(pods))
+        finally:
+            for future in self._running:
+                future.cancel()  # a started attempt ends by its own timeouts, bounded by the deadline
+        return [
+            self._results.get(pod.key)
+            or ScrapeResult(pod.key, pod.name, None, "timeout", "deadline passed before the scrape finished")
+            for pod in pods
+        ]
+
+    def _drive(self, total: int) -> None:
+        clock = self._clock
+        while len(self._results) < total:
+            now = clock()
+            if now >= self._deadline:
+                return
+            while self._waiting and self._waiting[0][0] <= now:
+                self._ready.append(heapq.heappop(self._waiting)[2])
+            while self._ready and len(self._running) < self._concurrency:
+                self._start(self._ready.popleft())
+            retry_due = self._waiting[0][0] if self._waiting else math.inf
+            timeout = max(0.0, min(self._deadline, now + _TICK_SECONDS, retry_due) - now)
+            if not self._running:
+                time.sleep(timeout)
+                continue
+            done, _ = wait(self._running, timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                self._finished(self._running.pop(future), future.result())
+
+    def _start(self, job: _Job) -> None:
+        if not self._token:
+            self._token = self._tokens.token()
+        job.token = self._token
+        job.attempts += 1
+        self._running[self._submit(job.pod, job.token, self._deadline)] = job
+
+    def _finished(self, job: _Job, outcome: Outcome) -> None:
+        if isinstance(outcome, ScrapeFailure):
+            self._failed(job, outcome, self._clock())
+            return
+        metrics, wire = outcome
+        pod = job.pod
+        self._results[pod.key] = ScrapeResult(
+            pod.key, pod.name, metrics, bytes_read=job.wire_bytes + wire, attempts=job.attempts
+        )
+
+    def _failed(self, job: _Job, failure: ScrapeFailure, now: float) -> None:
+        """After a failed attempt: one token refresh (401), one retry when allowed, else the result."""
+        job.wire_bytes += failure.bytes_read
+        if failure.status == 401 and not job.refreshed:
+            job.refreshed = True
+            try:
+                self._token = self._tokens.refresh(job.token)
+            except Exception as exc:
+                failure = ScrapeFailure("unauthorized", f"token refresh failed: {exc}")
+            else:
+                self._ready.appendleft(job)
+                return
+        delay = retry_delay(failure, self._rng)
+        if should_retry(failure, delay, now=now, deadline=self._deadline, retried=job.retried):
+            job.retried = True
+            self._sequence += 1
+            heapq.heappush(self._waiting, (now + delay, self._sequence, job))
+            return
+        self._results[job.pod.key] = ScrapeResult(
+            job.pod.key, job.pod.name, None, failure.reason, failure.message, bytes_read=job.wire_bytes,
+            attempts=job.attempts,
+        )
+
+
+def _ca_file(context: ssl.SSLContext) -> str:
+    """A file of the context's CA certificates (PEM) for ``verify``: the only certificates trusted."""
+    certificates: list[bytes] = context.get_ca_certs(binary_form=True)
+    if not certificates:
+        raise ValueError("the cluster TLS context holds no CA certificate")
+    handle, path = tempfile.mkstemp(prefix="cluster-ca-", suffix=".pem")
+    with os.fdopen(handle, "w", encoding="ascii") as file:
+        file.writelines(ssl.DER_cert_to_PEM_cert(der) for der in certificates)
+    return path
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The innermost exception ``exc`` wraps (requests, then urllib3, then http.client, socket or ssl)."""
+    for _ in range(8):  # wrappers nest a few levels deep
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((arg for arg in reversed(exc.args) if isinstance(arg, BaseException)), exc.__cause__)
+        if inner is None or inner is exc:
+            return exc
+        exc = inner
+    return exc
+
+
+def _request_failure(exc: requests.RequestException) -> ScrapeFailure:
+    """The failure a request that got no response stands for, classed as the built-in transport classes it."""
+    root = _root(exc)
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return ScrapeFailure("timeout", "TimeoutError: TCP connect timed out")
+    if isinstance(exc, requests.exceptions.Timeout):
+        return ScrapeFailure("timeout", "TimeoutError: timed out waiting for the response")
+    if isinstance(exc, requests.exceptions.SSLError) and not isinstance(root, _CLOSED):
+        return ScrapeFailure("unreachable", f"TLS verification failed: {exception_text(root)}")
+    if isinstance(exc, requests.exceptions.ConnectionError):  # SSLError is one too
+        where = "proxy: " if isinstance(exc, requests.exceptions.ProxyError) else ""
+        if isinstance(root, http.client.RemoteDisconnected):
+            message = f"{where}RemoteDisconnected: the server closed the connection without a response"
+            return ScrapeFailure("unreachable", message, retryable=True)
+        if isinstance(root, http.client.HTTPException):  # the response broke HTTP/1.1: no retry
+            return ScrapeFailure("unreachable", f"response: {exception_text(root)}")
+        return ScrapeFailure("unreachable", where + exception_text(root), retryable=True)
+    return ScrapeFailure("other", exception_text(root))
