@@ -19,14 +19,24 @@ from typing import Any
 
 import boto3
 import pytest
+from cni_metrics.adapters import eks_auth
 from cni_metrics.adapters.aws_clients import Deadline
+from cni_metrics.fleet import resolve as fleet_resolve
 from cni_metrics.fleet.dispatch import (
+    GROUP_MAX_CLUSTERS,
+    GROUP_MAX_NODES,
     Plan,
     dispatch_event,
     invoke_groups,
     lambda_client,
     plan_dispatch,
 )
+from cni_metrics.fleet.document import parse_fleet
+from cni_metrics.fleet.health import fleet_health
+from cni_metrics.fleet.resolve import resolve
+from fake_eks.fleet import fleet_document
+from fake_eks.scenario import load_scenario
+from fake_eks.testing import start_fake_eks
 
 pytestmark = pytest.mark.integration
 
@@ -178,3 +188,40 @@ def test_an_unknown_function_is_reported_not_raised(invoke_api: InvokeApi) -> No
         "ResourceNotFoundException"
     }
     assert len(invoke_api.requests) == 2
+
+
+@pytest.mark.timeout(300)
+def test_fleet_500_is_resolved_planned_and_fanned_out_once_per_cluster(
+    invoke_api: InvokeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given the fleet-500 stand-in (its own process), a fleet document discovering every account through its
+    # role in both regions, plus two bad entries; the scenario's node counts as the last known sizes
+    scenario = load_scenario("fleet-500")
+    nodes: dict[str, int | None] = {cluster.name: cluster.nodes for cluster in scenario.clusters}
+    with start_fake_eks("fleet-500", subprocess_mode=True) as eks:
+        for key, value in eks.env().items():
+            monkeypatch.setenv(key, value)
+        eks_auth.clear_caches()
+        fleet_resolve.clear_caches()
+        doc = fleet_document(eks.connection)
+        doc["clusters"] = [{"name": "no-region"}, {"name": "fleet-1", "region": "eu-west-1", "alias": "x y"}]
+        fleet = parse_fleet(json.dumps(doc).encode())
+        # when the dispatcher's steps run: resolve, plan, invoke
+        deadline = Deadline(time.monotonic() + 60)
+        resolution = resolve(fleet, deadline=deadline)
+        plan = plan_dispatch(resolution.ids, nodes)
+        at, report = _dispatch(plan)
+    health = fleet_health(resolution, now=at, period_seconds=60, report=report)
+    # then the fleet is the scenario's 500 clusters, broken ones included, the bad entries reported
+    assert sorted(resolution.ids) == sorted(nodes)
+    problems = [(problem.where, problem.field) for problem in resolution.problems]
+    assert problems == [("clusters[0]", "region"), ("clusters[1]", "alias")]
+    # and each cluster was named in exactly one accepted Event invocation, groups within their limits
+    named = [c for request in invoke_api.requests for c in request["event"]["clusters"]]
+    assert sorted(named) == sorted(nodes)
+    assert all(len(g.clusters) <= GROUP_MAX_CLUSTERS for g in plan.groups)
+    assert all((g.nodes or 0) <= GROUP_MAX_NODES for g in plan.groups)
+    assert len(plan.groups) < 250
+    assert (health.clusters, health.dispatched, health.dispatch_errors) == (500, 500, 0)
+    assert health.entries_refused == 2
+    assert health.invocations == len(plan.groups) == len(invoke_api.requests)
