@@ -67,7 +67,7 @@ bench: venv
 	$(PY) -m bench
 
 # Mutation score of the pure core (devtools/mutate): each mutant of core/aggregate.py, reconcile.py and
-# state_codec.py against the module's own unit tests; fails below 95 % (about 10 minutes on one core).
+# state_codec.py against the module's own unit tests; fails below 95 % (about 4 minutes on one core).
 mutate: venv
 	PYTHONPATH=devtools $(PY) -m mutate
 

@@ -22,14 +22,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+import pytest
+from cni_metrics.adapters.eks_auth import ClusterTarget
 from cni_metrics.adapters.publishers import MetricBatch, PublishResult
 from cni_metrics.adapters.state_store import InMemoryStateStore
-from cni_metrics.collector.cluster import ClusterCollection, CollectionHealth
+from cni_metrics.collector.cluster import ClusterCollection, CollectionHealth, collect_cluster
 from cni_metrics.collector.job import Deps, run_collection
 from cni_metrics.collector.settings import ClusterSpec, load_settings
 from cni_metrics.core.aggregate import aggregate
 from cni_metrics.core.model import ClusterState, NodeInput, NodeMetrics
 from cni_metrics.core.state_codec import dump_state, load_state
+from fake_eks.testing import RunningFakeEks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -345,3 +348,19 @@ def test_pod_failing_since_before_the_first_run_does_not_publish_its_history_whe
     # broken pod's 28 steps after cycle 2 are published, not the 5 + 2 x 7 it had before
     assert job.publisher.totals["addReqCount"] == 30 * healthy + 28 * broken
     assert job.model.published[ADD] == 30 * healthy + 28 * broken
+
+
+@pytest.mark.integration
+def test_collection_gives_the_failed_pods_start_times_from_the_listing(fake_eks_env: RunningFakeEks) -> None:
+    # given the demo stand-in, whose staging cluster has one node answering 500
+    cluster = "demo-staging"
+    # when it is collected
+    result = collect_cluster(ClusterTarget(cluster, fake_eks_env.connection["region"]))
+    # then the failed pods are those the stand-in did not serve, each with the start time it lists
+    truth = {pod["uid"]: pod for pod in fake_eks_env.truth(cluster)["pods"]}
+    failed = {uid for uid, pod in truth.items() if pod["served"] is None and pod["phase"] == "Running"}
+    assert failed
+    assert result.failed_keys == failed
+    assert result.failed_started_at == {
+        uid: datetime.fromisoformat(truth[uid]["startTime"].replace("Z", "+00:00")) for uid in failed
+    }
