@@ -3,6 +3,7 @@ to the fleet; a document that cannot be used at all refused as a whole; a worker
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -20,7 +21,7 @@ from cni_metrics.fleet.location import FleetLocation, parse_location
 from cni_metrics.fleet.resolve import lookup, resolve_name
 
 ROLE_B = "arn:aws:iam::222233334444:role/cni-metrics-reader"
-CA = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tc2VjcmV0LWNhLWRhdGE="  # never shown in a problem
+CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nc2VjcmV0\n-----END CERTIFICATE-----\n").decode()
 GOOD = [
     {"name": "alpha", "region": "us-east-1"},
     {"name": "beta", "region": "eu-west-1", "role_arn": ROLE_B, "alias": "prod-beta"},
@@ -38,6 +39,8 @@ BAD: list[tuple[Any, str | None, str]] = [
     ({"name": "plain-http", "region": "us-east-1", "endpoint": "http://10.0.0.1", "ca_data": CA}, "endpoint",
      "https://"),
     ({"name": "empty-ca", "region": "us-east-1", "ca_data": ""}, "ca_data", "at least 1"),
+    ({"name": "not-a-ca", "region": "us-east-1", "ca_data": "bm90IGEgY2VydA=="}, "ca_data", "PEM"),
+    ({"name": "garbled-ca", "region": "us-east-1", "ca_data": "%%%"}, "ca_data", "PEM certificate"),
     ({"name": "bad-alias", "region": "us-east-1", "alias": "has space"}, "alias", "pattern"),
     ({"name": "typo", "region": "us-east-1", "rolearn": ROLE_B}, "rolearn", "Extra inputs"),
     ({"name": 42, "region": "us-east-1"}, "name", "valid string"),

@@ -9,8 +9,9 @@
 ```
 
 An entry is the collector's ``ClusterSpec`` (the same validators: name, region, role ARN, ``https://``
-endpoint, CA) with a required region and an optional ``alias``: the name the cluster is published under
-(``CLUSTER_ID``), keyed in the state store and named in events. A discovery rule names an account (its
+endpoint, CA; the CA also read as the collector reads it) with a required region and an optional
+``alias``: the name the cluster is published under (``CLUSTER_ID``), keyed in the state store and named
+in events. A discovery rule names an account (its
 role; none: the function's own account), regions and a ``key=value`` tag (``settings_fields.Tag``).
 
 A bad entry or rule is reported (``Problem``: which entry, which field, why) and skipped; the rest of the
@@ -35,8 +36,9 @@ from typing import Annotated, Any, Literal, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
 from cachetools import TTLCache
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cni_metrics.adapters.eks_auth import ClusterAccessError, decode_ca
 from cni_metrics.collector.settings import ClusterSpec
 from cni_metrics.fleet.location import FleetLocation
 from cni_metrics.settings_fields import REGION_PATTERN, ROLE_ARN_PATTERN, ClusterName, Tag, is_cluster_name
@@ -85,6 +87,17 @@ class FleetCluster(ClusterSpec):
 
     region: str = Field(pattern=REGION_PATTERN)  # required in a fleet
     alias: ClusterName | None = None
+
+    @field_validator("ca_data")
+    @classmethod
+    def _certificate(cls, value: str | None) -> str | None:
+        """A CA the collector can use (PEM, or base64 of PEM, as ``eks_auth.decode_ca`` reads it)."""
+        if value is not None:
+            try:
+                decode_ca("", value)
+            except ClusterAccessError:
+                raise ValueError("must be a PEM certificate, or base64 of one") from None
+        return value
 
     @property
     def id(self) -> str:
