@@ -287,6 +287,7 @@ def test_sums_beyond_the_cloudwatch_range_are_left_out_with_a_reason() -> None:
 
 
 def test_values_at_the_limit_are_published() -> None:
+    # given a node serving exactly 2^360, when aggregated, then it is published and totalled
     limit = 2.0**360
     result = aggregate([node("a", {ADD: limit}, {"awscni_ip_max": limit})], None, now=T0)
     assert metrics_of(result) == {"maxIPAddresses": limit}

@@ -182,6 +182,7 @@ def test_only_counters_come_out_one_datum_per_name() -> None:
 def test_without_a_stored_state_nothing_is_corrected() -> None:
     # given no state before either run, and this run scraped a before the winner
     winner = state(T2, baseline("a", {ADD: 15}))
+    # then there is no previous step to correct: nothing to add
     assert after_lost_claim([scrape("a", {ADD: 12})], T1, None, winner, same_base=True,
                             exhaustion_threshold_pct=90) is None  # fmt: skip
 
@@ -210,6 +211,7 @@ def test_counters_decide_when_a_restart_count_is_unknown() -> None:
 def test_observed_after(
     restarts: int | None, counter: float, before_restarts: int | None, before_counter: float, after: bool
 ) -> None:
+    # given this run's scrape and the winner's baseline of one pod, then which came later is as listed
     node = scrape("a", {ADD: counter}, restarts)
     assert observed_after(node, baseline("a", {ADD: before_counter}, before_restarts)) is after
     assert observed_after(node, None) is True

@@ -126,8 +126,10 @@ def test_a_value_that_is_not_a_number_within_the_cloudwatch_range_makes_the_payl
 
 @pytest.mark.parametrize("value", [float("inf"), float("-inf"), 1e200])
 def test_a_p99_quantile_that_is_infinite_or_beyond_range_makes_the_payload_bad(value: float) -> None:
+    # given a 0.99 quantile that is not NaN (no observations) but not a number within ±2^360 either
     series = [({"api": "a", "quantile": "0.99"}, 7.0), ({"api": "b", "quantile": "0.99"}, value)]
     data = payload(extra=render_family("awscni_aws_api_latency_ms", series, "summary"))
+    # when read, then the payload is bad, naming the series
     with pytest.raises(PayloadError, match=r"awscni_aws_api_latency_ms\{api=\"b\",quantile=\"0.99\"\} is"):
         read_node_metrics(data)
 
@@ -149,6 +151,7 @@ def test_a_sum_beyond_range_makes_the_payload_bad() -> None:
 
 
 def test_values_at_the_limit_are_kept() -> None:
+    # given values exactly at ±2^360, when read, then they are kept as served
     limit = 2.0**360
     data = payload({"awscni_ip_max": limit}, {"awscni_add_ip_req_count": -limit})
     metrics = read_node_metrics(data)
@@ -156,6 +159,8 @@ def test_values_at_the_limit_are_kept() -> None:
 
 
 def test_reduce_samples_names_the_bad_sample() -> None:
+    # given a NaN gauge sample (as prometheus_client's samples would give it), when reduced, then the
+    # error names the family, for the caller's line number
     sample = Sample("awscni_ip_max", {}, float("nan"))
     with pytest.raises(ValueRangeError) as caught:
         reduce_samples([sample])

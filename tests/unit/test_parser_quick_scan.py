@@ -168,6 +168,7 @@ def test_memo_caches_stay_bounded() -> None:
 
 
 def test_values_outside_the_range_take_the_full_reduction_which_refuses_them() -> None:
+    # given strict payloads, each with a summed value (or p99) that is not a number within ±2^360
     for data in (
         b'awscni_ip_max{a="1"} NaN\nawscni_ip_max{a="2"} 3\n',
         b'awscni_ip_max{a="1"} +Inf\nawscni_add_ip_req_count -Inf\n',

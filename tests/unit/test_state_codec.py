@@ -73,6 +73,7 @@ def test_ten_thousand_pods_state_is_small() -> None:
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -1e300, 2.0**360 * (1 + 2**-52)])
 def test_dump_refuses_values_cloudwatch_would_refuse(value: float) -> None:
+    # given a baseline holding a number CloudWatch refuses, when written, then it is refused
     state = ClusterState(T0, {"a": PodState("a", None, None, {"x": value})})
     with pytest.raises(ValueError, match="not a number within ±2\\^360"):
         dump_state(state)
