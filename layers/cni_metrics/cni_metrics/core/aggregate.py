@@ -141,7 +141,7 @@ def baseline_of(node: NodeInput) -> PodState:
     )
 
 
-def started_since(started_at: datetime | None, since: datetime) -> bool:
+def _started_since(started_at: datetime | None, since: datetime) -> bool:
     """Whether a pod the previous state does not know started after the previous collection (``since``)."""
     return started_at is not None and _utc(started_at) > _utc(since)
 
@@ -174,7 +174,7 @@ def _pod_increases(
     """One pod's counter increases and latency (sum, count) increases against its baseline ``before``."""
     m = node.metrics
     if before is None:
-        if not started_since(node.started_at, since):
+        if not _started_since(node.started_at, since):
             return dict.fromkeys(m.counters, 0.0), 0.0, 0.0  # a baseline only
         before = PodState(node.key, None, None, {})  # new since the previous collection: counts from zero
     restarted = (
@@ -203,6 +203,6 @@ def _failed_baselines(
             continue
         if key in previous.pods:
             out[key] = previous.pods[key]
-        elif started_since(started_at, previous.collected_at):
+        elif _started_since(started_at, previous.collected_at):
             out[key] = PodState(key, started_at, None, {})
     return out
