@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -176,3 +178,52 @@ def test_discovery_never_outlives_its_deadline(
     assert {p.where for p in resolution.problems if p.kind == "discovery"} == {
         f"discovery[{i}] {region}" for i in range(3) for region in REGIONS
     }
+
+
+@pytest.fixture
+def slow_describe() -> Iterator[str]:
+    """An EKS API listing 40 clusters at once and answering DescribeCluster never (within 30 s)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] != "/clusters":
+                time.sleep(30)
+                return
+            body = json.dumps({"clusters": [f"slow-{i:02d}" for i in range(40)]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.timeout(60)
+def test_clusters_left_undescribed_at_the_deadline_are_one_problem(
+    eks: RunningFakeEks, slow_describe: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given an account whose 40 clusters are listed at once and never described, and 5 s left
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EKS", slow_describe)
+    fleet = _fleet({"version": 1, "discovery": [{"regions": ["us-east-1"], "tag": "cni-metrics=enabled"}]})
+    started = time.monotonic()
+    # when resolved 4 calls at a time
+    resolution = resolve(fleet, deadline=Deadline(started + 5), concurrency=4)
+    elapsed = time.monotonic() - started
+    # then by the deadline: the calls that timed out are reported each, those never made in one problem
+    assert elapsed < 6
+    assert resolution.clusters == ()
+    timed_out = [p for p in resolution.problems if p.cluster is not None]
+    (rest,) = [p for p in resolution.problems if p.cluster is None]
+    assert 1 <= len(timed_out) <= 8
+    assert all("Timeout" in p.reason for p in timed_out)
+    left = 40 - len(timed_out)
+    assert rest.reason == f"no time left before the run's deadline: {left} of 40 clusters not described"

@@ -28,7 +28,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from cachetools import TTLCache
 
-from cni_metrics.adapters.aws_clients import Deadline
+from cni_metrics.adapters.aws_clients import Deadline, DeadlineExceeded
 from cni_metrics.adapters.eks_auth import ClusterAccessError, ClusterTarget, client_for
 from cni_metrics.fleet.document import DiscoveryRule, Fleet, FleetCluster, Problem
 
@@ -158,31 +158,46 @@ def _discover(
 def _tagged(
     task: _Task, pairs: list[tuple[str, Future[dict[str, str] | None]]], problems: list[Problem]
 ) -> tuple[tuple[str, ...], bool]:
-    """The names carrying the rule's tag, and whether every cluster could be described."""
+    """The names carrying the rule's tag, and whether every cluster could be described (a failure is
+    reported per cluster; those left undescribed when time ran out, in one problem)."""
     i, rule, region = task
+    where = f"discovery[{i}] {region}"
     key, value = rule.tag or ("", "")
-    tagged, complete = [], True
+    tagged: list[str] = []
+    failed = undescribed = 0
     for name, described in pairs:
         try:
             tags = _result(described)
+        except _NoTime:
+            undescribed += 1
+            continue
         except _Failed as exc:
-            problems.append(Problem(f"discovery[{i}] {region}", name, None, str(exc), "discovery"))
-            complete = False
+            problems.append(Problem(where, name, None, str(exc), "discovery"))
+            failed += 1
             continue
         if tags is not None and tags.get(key) == value:
             tagged.append(name)
-    return tuple(sorted(tagged)), complete
+    if undescribed:
+        reason = f"{NO_TIME}: {undescribed} of {len(pairs)} clusters not described"
+        problems.append(Problem(where, None, None, reason, "discovery"))
+    return tuple(sorted(tagged)), not (failed or undescribed)
 
 
 class _Failed(Exception):
     """One discovery call failed or had no time; the message is safe to report."""
 
 
+class _NoTime(_Failed):
+    """One discovery call was not made, or not finished, before the deadline."""
+
+
 def _result[T](future: Future[T]) -> T:
     if not future.done():
-        raise _Failed(NO_TIME)
+        raise _NoTime(NO_TIME)
     try:
         return future.result()
+    except DeadlineExceeded:
+        raise _NoTime(NO_TIME) from None
     except _AWS_ERRORS as exc:
         raise _Failed(_message(exc)) from None
 
