@@ -5,9 +5,10 @@ timeout (for the TCP connect, and again for the TLS handshake), a read timeout p
 whole duration; the run has one overall deadline: when it passes, the run returns at once and counts
 unfinished pods as timed out. Bodies are decompressed under their cap, parsed as they complete and dropped.
 
-Hand-written over urllib3 and a thread pool: when it replaced 64 threads on the same persistent
-connections (commit d6c19f8; history in docs/benchmarks.md), one selector thread spent about a quarter
-less collector CPU, which the threads had spent waking one another and trading the GIL.
+Hand-written beside the requests transport (requests_transport.py: 64 threads over urllib3) because it
+costs a third of that one's CPU: 5,000 nodes at concurrency 64 took 3.6 s of CPU against 11.3 s (0.73
+against 2.25 ms per node) and 4.9 s against 10.8 s wall (``python -m bench scrape``, docs/benchmarks.md;
+the scrape code of dddf745, 2 cores shared with the stand-in, load average 0.6 to 1.9).
 
 The run reaches its scraper only through ``RunContext``; the scraper keeps the connections between runs.
 """
