@@ -13,8 +13,9 @@ Reads like a table of contents; the work is in the ``cni_metrics`` layer (``/opt
    fails (``CollectionFailed``), so the template's Errors alarm and on-failure queue see it; other
    partial failures are in the returned summary.
 
-Logs are structured (Powertools Logger, request context, a ``cluster`` key per cluster message; never a
-payload body or a credential). X-Ray tracing is off unless ``POWERTOOLS_TRACE_DISABLED=false``.
+Logs are structured (Powertools Logger, request context, the EventBridge event id as correlation id, a
+``cluster`` key per cluster message; never a payload body or a credential). X-Ray tracing is off unless
+``POWERTOOLS_TRACE_DISABLED=false``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ class CollectionFailed(RuntimeError):
     """Nothing could be collected, or publishing is stuck: fail the invocation so the Errors alarm fires."""
 
 
-@logger.inject_lambda_context(clear_state=True)
+CORRELATION_ID_PATH = "id"
+"""JMESPath of the correlation id: the EventBridge event's id (a direct invoke has none)."""
+
+
+@logger.inject_lambda_context(clear_state=True, correlation_id_path=CORRELATION_ID_PATH, log_event=False)
 def _handle(event: Any, context: LambdaContext) -> dict[str, Any]:
     remaining = context.get_remaining_time_in_millis() / 1000.0
     try:
