@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from aws_lambda_powertools.metrics import EphemeralMetrics
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cni_metrics.core.catalogue import DIMENSION
+from cni_metrics.core.catalogue import DIMENSION, in_range
 from cni_metrics.core.model import MetricValue
 
 logger = logging.getLogger(__name__)
@@ -37,8 +37,7 @@ MAX_DATUMS_PER_CALL = 1000
 MAX_BYTES_PER_CALL = 1_000_000
 # Bytes of a PutMetricData request besides its datums (action, version, namespace, headers slack).
 _CALL_OVERHEAD_BYTES = 2_000
-# CloudWatch's value range (MetricDatum.Value): magnitudes within [2^-360, 2^360], or 0.
-MAX_MAGNITUDE = 2.0**360
+# CloudWatch's smallest non-zero magnitude (its largest is catalogue.VALUE_LIMIT).
 MIN_MAGNITUDE = 2.0**-360
 # Error codes of a call CloudWatch refuses for its content (not throttling, permissions or a fault).
 INVALID_CODES = frozenset({
@@ -84,10 +83,9 @@ class Publisher(Protocol):
 
 def publishable(value: float) -> float | None:
     """``value`` as CloudWatch accepts it, or None when it rejects it (NaN, ±Inf, beyond ±2^360)."""
-    magnitude = abs(value)
-    if not magnitude <= MAX_MAGNITUDE:  # NaN compares false
+    if not in_range(value):
         return None
-    return value if magnitude >= MIN_MAGNITUDE else 0.0
+    return value if abs(value) >= MIN_MAGNITUDE else 0.0
 
 
 def _publishable(cluster: str, metrics: Sequence[MetricValue]) -> tuple[list[MetricValue], int]:
