@@ -96,7 +96,7 @@ def _publishable(cluster: str, metrics: Sequence[MetricValue]) -> tuple[list[Met
         if value is None:
             logger.error(
                 "cluster %s: metric %s has value %r, which CloudWatch rejects (NaN, ±Inf or beyond ±2^360): "
-                "dropped", cluster, metric.name, metric.value,
+                "dropped", cluster, metric.name, metric.value, extra={"cluster": cluster},
             )
             continue
         kept.append(metric if value == metric.value else replace(metric, value=value))
@@ -263,7 +263,7 @@ def _invalid(exc: ClientError) -> bool:
 def _log_refused(cluster: str, item: _Item, exc: ClientError) -> None:
     logger.error(
         "cluster %s: CloudWatch refused metric %s with value %r (%s): dropped",
-        cluster, item.metric.name, item.metric.value, _failure_text(exc),
+        cluster, item.metric.name, item.metric.value, _failure_text(exc), extra={"cluster": cluster},
     )
 
 

@@ -137,7 +137,8 @@ def collect_cluster(
         forget_endpoint(target)  # a recreated cluster has a new endpoint and CA: describe it again next time
         result = _failed(target, health, redact(str(exc)), collected_at)
     except Exception as exc:  # a cluster must never crash the job
-        logger.exception("collection of cluster %s failed unexpectedly", target.name)
+        extra = {"cluster": target.name}
+        logger.exception("collection of cluster %s failed unexpectedly", target.name, extra=extra)
         result = _failed(target, health, redact(f"unexpected {type(exc).__name__}: {exc}"), collected_at)
     health.scrape_duration_ms = (clock() - started) * 1000.0
     _log(result)
@@ -227,18 +228,20 @@ def _collect(
 
 
 def _log(result: ClusterCollection) -> None:
-    health = result.health
+    health, extra = result.health, {"cluster": result.cluster}
     if result.status == "error":
-        logger.warning("cluster %s: collection failed: %s", result.cluster, result.error)
+        logger.warning("cluster %s: collection failed: %s", result.cluster, result.error, extra=extra)
         return
     logger.info(
         "cluster %s: %s, %d aws-node pods, %d scraped, %d failed %s, %d skipped, %.0f ms, %d bytes",
         result.cluster, result.status, health.nodes_total, health.nodes_scraped, health.nodes_failed,
         health.failed_by_reason, health.nodes_skipped, health.scrape_duration_ms, health.bytes_scraped,
+        extra=extra,
     )
     for problem in result.capacity.errors if result.capacity is not None else ():
-        logger.warning("cluster %s: capacity numbers incomplete: %s", result.cluster, problem)
+        logger.warning("cluster %s: capacity numbers incomplete: %s", result.cluster, problem, extra=extra)
     for error in result.node_errors[:20]:
         logger.debug(
-            "cluster %s: pod %s failed (%s): %s", result.cluster, error.pod, error.reason, error.message
+            "cluster %s: pod %s failed (%s): %s", result.cluster, error.pod, error.reason, error.message,
+            extra=extra,
         )

@@ -63,7 +63,9 @@ Current = tuple[StateDocument, str | None]
 """A document as stored and its ETag (None: no object yet)."""
 
 
-def read_document(loaded: StoredObject | None, location: str) -> tuple[StateDocument, str | None]:
+def read_document(
+    loaded: StoredObject | None, location: str, cluster: str
+) -> tuple[StateDocument, str | None]:
     """The stored document, or an empty one; a corrupt object gives an empty one and the reason."""
     if loaded is None:
         return StateDocument(None), None
@@ -71,7 +73,7 @@ def read_document(loaded: StoredObject | None, location: str) -> tuple[StateDocu
         return decode_document(loaded.body), None
     except DocumentError as exc:
         message = f"corrupt state object {location}: {exc}; replaced (counter increases start again next run)"
-        logger.error(message)
+        logger.error(message, extra={"cluster": cluster})
         return StateDocument(None), message
 
 
@@ -129,11 +131,11 @@ def take_lease(
     """Load the state and take the collection lease before collecting; ``Busy`` if another run holds it."""
     location = store.location(cluster)
     loaded = store.load(cluster)
-    document, corrupt = read_document(loaded, location)
+    document, corrupt = read_document(loaded, location, cluster)
 
     def read(again: StoredObject | None) -> StateDocument:
         nonlocal corrupt
-        reread, corrupt = read_document(again, location)
+        reread, corrupt = read_document(again, location, cluster)
         return reread
 
     def leased(stored: StateDocument) -> StateDocument:
