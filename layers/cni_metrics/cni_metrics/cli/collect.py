@@ -12,9 +12,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from cni_metrics.adapters.scrape import DEFAULT_SCRAPE
 from cni_metrics.capacity.core import capacity
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from cni_metrics.collector.cluster import ClusterCollection
 
 MAX_NODE_ERRORS_SHOWN = 20
+PROGRESS_MIN_PODS = 100  # a "big" cluster: smaller ones finish before a progress line helps
+PROGRESS_INTERVAL_SECONDS = 0.2
 DEFAULT_THRESHOLD_PCT = 90.0  # EXHAUSTION_THRESHOLD_PCT's default
 
 
@@ -149,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
         # a session per cluster: boto3 sessions are not thread-safe
         session = boto3.Session(region_name=target.region)
         scrape = replace(DEFAULT_SCRAPE, concurrency=args.concurrency)
-        return collect_cluster(target, session=session, scrape=scrape, deadline=deadline)
+        progress = ProgressLine(target.name, sys.stderr) if sys.stderr.isatty() else None
+        return collect_cluster(target, session=session, scrape=scrape, deadline=deadline, progress=progress)
 
     with ThreadPoolExecutor(max_workers=min(4, len(targets))) as pool:
         collections = list(pool.map(one, targets))
@@ -159,6 +163,28 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\n\n".join(_cluster_table(doc) for doc in docs))
     return 1 if any(c.status == "error" for c in collections) else 0
+
+
+class ProgressLine:
+    """``cluster NAME: N/M aws-node pods scraped`` on a terminal, rewritten in place (at most 5 times a
+    second) for a cluster of at least ``PROGRESS_MIN_PODS`` pods, ended by a newline when all are done."""
+
+    def __init__(self, cluster: str, stream: TextIO, clock: Callable[[], float] = time.monotonic) -> None:
+        self._cluster = cluster
+        self._stream = stream
+        self._clock = clock
+        self._shown = -1.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < PROGRESS_MIN_PODS:
+            return
+        now = self._clock()
+        if done < total and now - self._shown < PROGRESS_INTERVAL_SECONDS:
+            return
+        self._shown = now
+        end = "\n" if done == total else ""
+        self._stream.write(f"\rcluster {self._cluster}: {done}/{total} aws-node pods scraped{end}")
+        self._stream.flush()
 
 
 def _publish(args: argparse.Namespace) -> int:

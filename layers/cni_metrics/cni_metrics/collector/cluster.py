@@ -31,6 +31,7 @@ from cni_metrics.adapters.scrape import (
     DEFAULT_SCRAPE,
     FAILURE_REASONS,
     PodRef,
+    Progress,
     ScrapeResult,
     ScrapeSettings,
     open_scraper,
@@ -118,12 +119,14 @@ def collect_cluster(
     scrape: ScrapeSettings = DEFAULT_SCRAPE,
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    progress: Progress | None = None,
 ) -> ClusterCollection:
     """Collect one cluster by ``deadline`` (a ``clock``/monotonic time; default 60 s from now).
 
     ``session``: the AWS configuration to sign in with (default: a new standard session in the target's
     region). ``tokens``: a bearer token source (default: ``TokenProvider`` for the target and session).
     ``scrape``: concurrency, timeouts and payload cap of the scrapes (and of the pod listing's timeouts).
+    ``progress``: told (pods done, pods to scrape) as the scrapes finish.
     """
     started = clock()
     collected_at = datetime.now(UTC)
@@ -132,7 +135,7 @@ def collect_cluster(
     try:
         session = session or boto3.Session(region_name=target.region)
         tokens = tokens or TokenProvider(target, session)
-        result = _collect(target, session, tokens, health, deadline, clock, collected_at, scrape)
+        result = _collect(target, session, tokens, health, deadline, clock, collected_at, scrape, progress)
     except (ClusterAccessError, DiscoveryError) as exc:
         forget_endpoint(target)  # a recreated cluster has a new endpoint and CA: describe it again next time
         result = _failed(target, health, redact(str(exc)), collected_at)
@@ -158,6 +161,7 @@ def _collect(
     clock: Callable[[], float],
     collected_at: datetime,
     settings: ScrapeSettings,
+    progress: Progress | None,
 ) -> ClusterCollection:
     endpoint = resolve_endpoint(target, session)
     try:
@@ -189,7 +193,7 @@ def _collect(
     health.nodes_skipped = len(pods) - len(scrapable)
     scraper = open_scraper(endpoint.url, context, tokens, settings, clock=clock)
     try:
-        results = scraper.scrape_all([PodRef(pod.uid, pod.name) for pod in scrapable], deadline)
+        results = scraper.scrape_all([PodRef(pod.uid, pod.name) for pod in scrapable], deadline, progress)
     finally:
         scraper.close()
     sources = reading()

@@ -8,7 +8,7 @@ pool), ``policy`` (failure classes, retries, error texts), ``body`` (capped deco
 metrics) and ``http1`` (the wire format, no I/O).
 """
 
-from cni_metrics.adapters.scrape.loop import PodRef, ScrapeResult
+from cni_metrics.adapters.scrape.loop import PodRef, Progress, ScrapeResult
 from cni_metrics.adapters.scrape.policy import FAILURE_REASONS, FailureReason, ScrapeFailure
 from cni_metrics.adapters.scrape.scraper import DEFAULT_SCRAPE, TRANSPORTS, Scraper, ScrapeSettings, Transport
 from cni_metrics.adapters.scrape.transport import ClusterScraper, open_scraper
@@ -20,6 +20,7 @@ __all__ = [
     "ClusterScraper",
     "FailureReason",
     "PodRef",
+    "Progress",
     "ScrapeFailure",
     "ScrapeResult",
     "ScrapeSettings",

@@ -67,6 +67,32 @@ class ScrapeResult:
     attempts: int = 0
 
 
+Progress = Callable[[int, int], None]
+"""Told (pods done, pods in all) each time a pod's result is known, from the scraping thread."""
+
+
+class Results:
+    """A run's results by pod key, reporting each new one to an optional ``Progress``."""
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self._by_key: dict[str, ScrapeResult] = {}
+        self._total = total
+        self._progress = progress
+
+    def add(self, result: ScrapeResult) -> None:
+        """Record a pod's result (its last word: one per pod)."""
+        self._by_key[result.key] = result
+        if self._progress is not None:
+            self._progress(len(self._by_key), self._total)
+
+    def get(self, key: str) -> ScrapeResult | None:
+        """The result of pod ``key``, if known."""
+        return self._by_key.get(key)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+
 class _Job:
     """One pod's progress over its attempts."""
 
@@ -157,17 +183,19 @@ class RunContext:
 class ScrapeRun:
     """One ``scrape_all``: jobs waiting, in flight and done, driven by the scraper's selector."""
 
-    def __init__(self, context: RunContext, deadline: float) -> None:
+    def __init__(self, context: RunContext, deadline: float, progress: Progress | None = None) -> None:
         self._ctx = context
         self._deadline = deadline
+        self._progress = progress
         self._ready: deque[_Job] = deque()
         self._waiting: list[tuple[float, int, _Job]] = []  # retries by the time they are due
-        self._results: dict[str, ScrapeResult] = {}
+        self._results = Results(0, None)
         self._sequence = 0
         self._token = ""  # the token of this run, taken once, replaced after a 401 (provider calls cost CPU)
 
     def run(self, pods: Sequence[PodRef]) -> list[ScrapeResult]:
         """Every pod's result, in ``pods`` order, by the deadline; connections still busy then are closed."""
+        self._results = Results(len(pods), self._progress)
         try:
             self._drive([_Job(pod) for pod in pods])
         finally:
@@ -434,9 +462,9 @@ class ScrapeRun:
             failure.bytes_read = wire
             self._failed(job, failure, now)
             return
-        self._results[job.pod.key] = ScrapeResult(
+        self._results.add(ScrapeResult(
             job.pod.key, job.pod.name, metrics, bytes_read=job.wire_bytes + wire, attempts=job.attempts
-        )
+        ))
 
     def _release(self, conn: Conn, now: float) -> None:
         """The attempt on ``conn`` is over: keep the connection for the next job, or close it."""
@@ -525,7 +553,7 @@ class ScrapeRun:
             self._give_up(job, ScrapeFailure("other", f"unexpected {type(exc).__name__}"))
 
     def _give_up(self, job: _Job, failure: ScrapeFailure) -> None:
-        self._results[job.pod.key] = ScrapeResult(
+        self._results.add(ScrapeResult(
             job.pod.key, job.pod.name, None, failure.reason, failure.message, bytes_read=job.wire_bytes,
             attempts=job.attempts,
-        )
+        ))

@@ -42,7 +42,7 @@ from requests.structures import CaseInsensitiveDict
 
 from cni_metrics.adapters.scrape.body import open_body, payload_metrics
 from cni_metrics.adapters.scrape.http1 import ProtocolError, content_length
-from cni_metrics.adapters.scrape.loop import PodRef, ScrapeResult
+from cni_metrics.adapters.scrape.loop import PodRef, Progress, Results, ScrapeResult
 from cni_metrics.adapters.scrape.policy import (
     ERROR_BODY_BYTES,
     ScrapeFailure,
@@ -136,12 +136,14 @@ class RequestsScraper:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._ca_file)
 
-    def scrape_all(self, pods: Sequence[PodRef], deadline: float) -> list[ScrapeResult]:
+    def scrape_all(
+        self, pods: Sequence[PodRef], deadline: float, progress: Progress | None = None
+    ) -> list[ScrapeResult]:
         """Every pod's result, in ``pods`` order; returns by ``deadline`` (monotonic) whatever happens.
 
         Each call asks the token provider for its (cached or new) token again; keep-alive connections of
-        earlier calls are reused."""
-        run = _Run(self._tokens, self._clock, self._rng, self._concurrency, self._submit, deadline)
+        earlier calls are reused. ``progress`` is told (done, total) as pods finish."""
+        run = _Run(self._tokens, self._clock, self._rng, self._concurrency, self._submit, deadline, progress)
         return run.run(pods)
 
     def _submit(self, pod: PodRef, token: str, deadline: float) -> Future[Outcome]:
@@ -237,8 +239,10 @@ class _Run:
         concurrency: int,
         submit: Callable[[PodRef, str, float], Future[Outcome]],
         deadline: float,
+        progress: Progress | None,
     ) -> None:
         self._tokens = tokens
+        self._progress = progress
         self._clock = clock
         self._rng = rng
         self._concurrency = concurrency
@@ -247,13 +251,14 @@ class _Run:
         self._ready: deque[_Job] = deque()
         self._waiting: list[tuple[float, int, _Job]] = []  # retries by the time they are due
         self._running: dict[Future[Outcome], _Job] = {}
-        self._results: dict[str, ScrapeResult] = {}
+        self._results = Results(0, None)
         self._sequence = 0
         self._token = ""  # the token of this run, taken once, replaced after a 401
 
     def run(self, pods: Sequence[PodRef]) -> list[ScrapeResult]:
         """Every pod's result, in ``pods`` order, by the deadline; attempts not started by then never are."""
         self._ready.extend(_Job(pod) for pod in pods)
+        self._results = Results(len(pods), self._progress)
         try:
             self._drive(len(pods))
         finally:
@@ -297,9 +302,9 @@ class _Run:
             return
         metrics, wire = outcome
         pod = job.pod
-        self._results[pod.key] = ScrapeResult(
+        self._results.add(ScrapeResult(
             pod.key, pod.name, metrics, bytes_read=job.wire_bytes + wire, attempts=job.attempts
-        )
+        ))
 
     def _failed(self, job: _Job, failure: ScrapeFailure, now: float) -> None:
         """After a failed attempt: one token refresh (401), one retry when allowed, else the result."""
@@ -319,10 +324,10 @@ class _Run:
             self._sequence += 1
             heapq.heappush(self._waiting, (now + delay, self._sequence, job))
             return
-        self._results[job.pod.key] = ScrapeResult(
+        self._results.add(ScrapeResult(
             job.pod.key, job.pod.name, None, failure.reason, failure.message, bytes_read=job.wire_bytes,
             attempts=job.attempts,
-        )
+        ))
 
 
 def _ca_file(context: ssl.SSLContext) -> str:

@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args
 from urllib.parse import quote, urlsplit
 
 from cni_metrics.adapters.scrape import http1
-from cni_metrics.adapters.scrape.loop import IDLE, Conn, PodRef, RunContext, ScrapeResult, ScrapeRun
+from cni_metrics.adapters.scrape.loop import IDLE, Conn, PodRef, Progress, RunContext, ScrapeResult, ScrapeRun
 from cni_metrics.adapters.tokens import BearerTokens
 
 METRICS_PORT = 61678
@@ -114,11 +114,13 @@ class Scraper:
             self._close(conn)
         self._selector.close()
 
-    def scrape_all(self, pods: Sequence[PodRef], deadline: float) -> list[ScrapeResult]:
+    def scrape_all(
+        self, pods: Sequence[PodRef], deadline: float, progress: Progress | None = None
+    ) -> list[ScrapeResult]:
         """Every pod's result, in ``pods`` order; returns by ``deadline`` (monotonic) whatever happens.
 
         Each call asks the token provider for its (cached or new) token again; keep-alive connections of
-        earlier calls are reused."""
+        earlier calls are reused. ``progress`` is told (done, total) as pods finish."""
         context = RunContext(
             settings=self._settings,
             tokens=self._tokens,
@@ -134,7 +136,7 @@ class Scraper:
             conns=self._conns,
             idle=self._idle,
         )
-        return ScrapeRun(context, deadline).run(pods)
+        return ScrapeRun(context, deadline, progress).run(pods)
 
     # -- connections --------------------------------------------------------------------------------
 

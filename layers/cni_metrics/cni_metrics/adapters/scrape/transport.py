@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from ssl import SSLContext
 from typing import Protocol
 
-from cni_metrics.adapters.scrape.loop import PodRef, ScrapeResult
+from cni_metrics.adapters.scrape.loop import PodRef, Progress, ScrapeResult
 from cni_metrics.adapters.scrape.requests_transport import RequestsScraper
 from cni_metrics.adapters.scrape.scraper import DEFAULT_SCRAPE, Scraper, ScrapeSettings
 from cni_metrics.adapters.tokens import BearerTokens
@@ -22,8 +22,11 @@ from cni_metrics.adapters.tokens import BearerTokens
 class ClusterScraper(Protocol):
     """Scrapes one cluster's aws-node pods; kept from one ``scrape_all`` to the next, then closed."""
 
-    def scrape_all(self, pods: Sequence[PodRef], deadline: float) -> list[ScrapeResult]:
-        """Every pod's result, in ``pods`` order, by ``deadline`` (monotonic)."""
+    def scrape_all(
+        self, pods: Sequence[PodRef], deadline: float, progress: Progress | None = None
+    ) -> list[ScrapeResult]:
+        """Every pod's result, in ``pods`` order, by ``deadline`` (monotonic); ``progress`` is told (done,
+        total) as pods finish."""
         ...
 
     def close(self) -> None:
