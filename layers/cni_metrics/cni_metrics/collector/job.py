@@ -7,6 +7,12 @@ the state and take its collection lease (or skip it: another run collects it), c
 keep the metrics the deployment publishes (METRIC_SET, METRICS_INCLUDE, METRICS_EXCLUDE), claim
 (conditional write), then publish and settle a step at a time: the protocol and what it guarantees are
 in docs/design/state.md.
+
+In fleet mode (FLEET_DOCUMENT) each name the event gives is looked up in the fleet (``Deps.fleet``) in
+that cluster's own thread: a name the fleet does not have is that cluster's ``error``. A cluster is
+published, stored and reported under its id (``ClusterSpec.id``: a fleet entry's alias, else its name). A
+dispatched event that arrives after its period skips every cluster (``skipped_late``: nothing read or
+written; the next run's increases cover the interval).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from cni_metrics.adapters.publishers import MetricBatch, Publisher, PublishResult
 from cni_metrics.adapters.state_store import StateConflict, StateStore, StateStoreError
@@ -43,8 +49,8 @@ from cni_metrics.collector.settings import ClusterSpec, Settings
 logger = logging.getLogger(__name__)
 
 Status = Literal[
-    "ok", "no_aws_node_pods", "error", "skipped_busy", "superseded", "timeout", "publish_failed",
-    "publish_stuck", "rebaselined",
+    "ok", "no_aws_node_pods", "error", "skipped_busy", "skipped_late", "superseded", "timeout",
+    "publish_failed", "publish_stuck", "rebaselined",
 ]
 StateOutcome = Literal["created", "updated", "unchanged", "conflict", "error", "unsettled"]
 NO_TIME = "no time left to publish before the invocation deadline"
@@ -54,6 +60,18 @@ Collector = Callable[[ClusterSpec, float], ClusterCollection]
 """Collect one cluster by a ``time.monotonic`` deadline."""
 Discoverer = Callable[[tuple[str, str]], list[ClusterSpec]]
 """The clusters carrying a ``(key, value)`` tag."""
+
+
+class FleetClusters(Protocol):
+    """The fleet as a worker sees it (``cni_metrics.fleet.worker``); both raise when it cannot be read."""
+
+    def lookup(self, cluster_id: str) -> ClusterSpec | None:
+        """The fleet's cluster with this id (None: the fleet has none)."""
+        ...
+
+    def all(self) -> list[ClusterSpec]:
+        """Every cluster of the fleet (a run whose event names none)."""
+        ...
 
 
 def utc_now() -> datetime:
@@ -77,6 +95,8 @@ class Deps:
     monotonic: Callable[[], float] = time.monotonic
     on_run_start: Callable[[float], None] = _ignore_deadline
     """Called first with the monotonic time at which the invocation ends (wiring bounds AWS calls by it)."""
+    fleet: FleetClusters | None = None
+    """The fleet's clusters (FLEET_DOCUMENT); None without fleet mode."""
 
 
 @dataclass(slots=True)
@@ -159,6 +179,11 @@ def run_collection(
         publish_until=end - settings.publish_margin_seconds / 2,
     )
     summary = RunSummary(run.run_id)
+    if settings.late(deps.clock()):
+        summary.clusters.extend(_late(settings, deps.clock()))
+        return summary
+    if settings.fleet_document is not None:
+        return _run_fleet(run, summary)
     specs = list(settings.clusters)
     if settings.discovery_enabled and settings.discovery_tag is not None:
         if deps.discover is None:
@@ -178,6 +203,56 @@ def run_collection(
     return summary
 
 
+def _late(settings: Settings, now: datetime) -> list[ClusterOutcome]:
+    """``skipped_late`` for each cluster of a dispatched event whose period had ended."""
+    error = (f"dispatched at {settings.dispatched_at} for a {settings.period_seconds} s period that had "
+             f"ended when the run started ({now.isoformat()}): skipped, the next run counts the interval")
+    outcomes = []
+    for name in dict.fromkeys(settings.requested or ()):
+        outcomes.append(ClusterOutcome(name, "skipped_late", error=error))
+        logger.warning("cluster %s: skipped_late: %s", name, error, extra={"cluster": name})
+    return outcomes
+
+
+def _run_fleet(run: _Invocation, summary: RunSummary) -> RunSummary:
+    """Fleet mode: each name of the event looked up in its own thread, or every cluster of the fleet."""
+    fleet, requested = run.deps.fleet, run.settings.requested
+    if fleet is None:
+        summary.clusters.append(ClusterOutcome("(fleet)", "error", error="no fleet configured"))
+        return summary
+    if requested is None:
+        try:
+            specs = fleet.all()
+        except Exception as exc:
+            logger.exception("reading the fleet failed")
+            summary.clusters.append(ClusterOutcome("(fleet)", "error", error=f"fleet: {exc}"))
+            return summary
+        work: list[ClusterSpec | str] = list(specs)
+    else:
+        work = list(dict.fromkeys(requested))
+    concurrency = run.settings.cluster_concurrency
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cluster") as pool:
+        summary.clusters.extend(pool.map(lambda item: _process_fleet_item(run, fleet, item), work))
+    return summary
+
+
+def _process_fleet_item(run: _Invocation, fleet: FleetClusters, item: ClusterSpec | str) -> ClusterOutcome:
+    if isinstance(item, ClusterSpec):
+        return _process_safely(run, item)
+    try:
+        spec = fleet.lookup(item)
+    except Exception as exc:
+        outcome = ClusterOutcome(item, "error", error=f"fleet lookup failed: {exc}")
+    else:
+        if spec is not None:
+            return _process_safely(run, spec)
+        error = f"not a cluster of the fleet ({run.settings.fleet_document}): refused"
+        outcome = ClusterOutcome(item, "error", error=error)
+    extra = {"cluster": item, "outcome": outcome.to_dict()}
+    logger.warning("cluster %s: error: %s", item, outcome.error, extra=extra)
+    return outcome
+
+
 def _not_found(settings: Settings, collected: set[str]) -> list[ClusterOutcome]:
     """An error outcome for each name the event chose that is neither configured nor discovered."""
     tag = "=".join(settings.discovery_tag or ())
@@ -188,20 +263,20 @@ def _not_found(settings: Settings, collected: set[str]) -> list[ClusterOutcome]:
 
 
 def _process_safely(run: _Invocation, spec: ClusterSpec) -> ClusterOutcome:
-    outcome = ClusterOutcome(spec.name)
+    outcome = ClusterOutcome(spec.id)
     try:
         _process(run, spec, outcome)
     except Exception as exc:
-        logger.exception("cluster %s failed", spec.name, extra={"cluster": spec.name})
+        logger.exception("cluster %s failed", spec.id, extra={"cluster": spec.id})
         outcome.status, outcome.error = "error", f"unexpected {type(exc).__name__}: {exc}"
     log = logger.info if outcome.status in ("ok", "no_aws_node_pods") else logger.warning
-    extra = {"cluster": spec.name, "outcome": outcome.to_dict()}
-    log("cluster %s: %s", spec.name, outcome.status, extra=extra)
+    extra = {"cluster": spec.id, "outcome": outcome.to_dict()}
+    log("cluster %s: %s", spec.id, outcome.status, extra=extra)
     return outcome
 
 
 def _process(run: _Invocation, spec: ClusterSpec, outcome: ClusterOutcome) -> None:
-    store, cluster = run.deps.store, spec.name
+    store, cluster = run.deps.store, spec.id  # the published id: state key, CLUSTER_ID
     if run.deps.monotonic() > run.deadline:
         outcome.status, outcome.error = "timeout", NO_TIME
         return
@@ -219,6 +294,7 @@ def _process(run: _Invocation, spec: ClusterSpec, outcome: ClusterOutcome) -> No
     # 2. collect and aggregate against the leased baselines: no other run writes them meanwhile
     try:
         collection = run.deps.collect(spec, run.deadline)
+        collection.cluster = cluster  # logged (capacity record) under the published id
         metrics, state = metrics_and_state(run.settings, collection, leased.document.state)
     except Exception:
         release_lease(store, cluster, run.run_id, (leased.document, leased.etag), run.deps.clock)

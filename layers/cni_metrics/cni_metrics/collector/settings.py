@@ -8,6 +8,13 @@ says where or how to reach a cluster: the collector's bearer token goes only to 
 DescribeCluster or from the deployment's CLUSTERS_JSON, always ``https://``. An EventBridge scheduled
 event changes nothing. Anything invalid raises ``ConfigError`` with every problem named after its
 variable (or its place in the event).
+
+Fleet mode (FLEET_DOCUMENT, an ``s3://bucket/key``): the clusters are the fleet document's
+(``cni_metrics.fleet``), alone (CLUSTER_NAMES, CLUSTERS_JSON and CLUSTER_DISCOVERY_TAG stay empty). The
+names an event gives are fleet ids (an entry's alias, else its name), looked up when the run starts: a name
+the fleet does not have is that cluster's error, not the event's. The dispatcher's events add when they
+were sent and the period (``{"clusters": [...], "dispatched_at": "<ISO 8601>", "period_seconds": 60}``):
+a run that starts after its period has ended skips every cluster (``Settings.late``).
 """
 
 from __future__ import annotations
@@ -15,12 +22,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -31,6 +40,7 @@ from pydantic import (
 )
 
 from cni_metrics.adapters.scrape import DEFAULT_SCRAPE, ScrapeSettings, Transport
+from cni_metrics.fleet.location import FleetDocumentLocation
 from cni_metrics.settings_fields import (
     CLUSTER_NAME_PATTERN,
     REGION_PATTERN,
@@ -59,6 +69,8 @@ FDS_RESERVED = 128
 MAX_PAYLOAD_CAP = 256 * 1024 * 1024
 # What a direct invoke may not say about a cluster: where and as whom the collector signs in.
 _DEPLOYMENT_ONLY = ("region", "role_arn", "endpoint", "ca_data")
+# The dispatcher's period: one minute (its schedule's smallest) to a day.
+MIN_PERIOD_SECONDS, MAX_PERIOD_SECONDS = 60, 86400
 
 __all__ = ["ClusterSpec", "ConfigError", "Settings", "load_settings", "parse_event"]
 
@@ -81,6 +93,12 @@ class ClusterSpec(BaseModel):
         if value is not None and not re.fullmatch(r"https://[^\s/]+(/\S*)?", value):
             raise ValueError("must be an https:// URL (the collector's bearer token is sent there)")
         return value
+
+    @property
+    def id(self) -> str:
+        """The name the cluster is published (``CLUSTER_ID``), stored and invoked under: its name here; a
+        fleet entry's alias (``cni_metrics.fleet.document.FleetCluster``)."""
+        return self.name
 
 
 def _parse_json(value: Any) -> Any:
@@ -145,8 +163,13 @@ class Settings(MetricSelection):
         default="INFO", alias="POWERTOOLS_LOG_LEVEL"
     )
     region: str | None = Field(default=None, pattern=REGION_PATTERN, alias="AWS_REGION")
+    fleet_document: FleetDocumentLocation | None = Field(default=None, alias="FLEET_DOCUMENT")
     requested: tuple[str, ...] | None = Field(default=None, exclude=True)
     """The cluster names a direct invoke chose, in its order (None: every configured cluster)."""
+    dispatched_at: datetime | None = Field(default=None, exclude=True)
+    """When the dispatcher sent the event (None: not a dispatched event)."""
+    period_seconds: int | None = Field(default=None, exclude=True)
+    """The period the dispatched event collects (None: not a dispatched event)."""
 
     @field_validator("max_payload_bytes")
     @classmethod
@@ -160,9 +183,16 @@ class Settings(MetricSelection):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        if not (self.cluster_names or self.clusters_json or self.discovery_tag):
+        listed = bool(self.cluster_names or self.clusters_json or self.discovery_tag)
+        if self.fleet_document is not None and listed:
             raise ValueError(
-                "no cluster to monitor: set CLUSTER_NAMES, CLUSTERS_JSON or CLUSTER_DISCOVERY_TAG"
+                "FLEET_DOCUMENT: the fleet document lists the clusters; leave CLUSTER_NAMES, CLUSTERS_JSON "
+                "and CLUSTER_DISCOVERY_TAG empty"
+            )
+        if not listed and self.fleet_document is None:
+            raise ValueError(
+                "no cluster to monitor: set CLUSTER_NAMES, CLUSTERS_JSON, CLUSTER_DISCOVERY_TAG or "
+                "FLEET_DOCUMENT"
             )
         scrapes, clusters = self.scrape_concurrency, self.cluster_concurrency
         needed = clusters * (scrapes + FDS_PER_CLUSTER) + FDS_RESERVED
@@ -215,6 +245,13 @@ class Settings(MetricSelection):
             return list(discovered)
         return [spec for spec in discovered if spec.name in self.requested]
 
+    def late(self, now: datetime) -> bool:
+        """Whether this is a dispatched event whose period had ended by ``now``: the run skips it, the next
+        period's run counts the interval (counters are cumulative)."""
+        if self.dispatched_at is None or self.period_seconds is None:
+            return False
+        return now >= self.dispatched_at + timedelta(seconds=self.period_seconds)
+
     def check_time(self, remaining_seconds: float) -> None:
         """``ConfigError`` unless PUBLISH_MARGIN_SECONDS leaves time to collect in the invocation."""
         if self.publish_margin_seconds >= remaining_seconds:
@@ -246,11 +283,22 @@ class EventCluster(BaseModel):
 
 
 class DirectInvokeEvent(BaseModel):
-    """A direct invocation: ``{"clusters": ["name", ...]}`` (``{"name": ...}`` items too; ``{}``: all)."""
+    """A direct invocation: ``{"clusters": ["name", ...]}`` (``{"name": ...}`` items too; ``{}``: all); the
+    dispatcher's adds ``dispatched_at`` (ISO 8601 with its offset) and ``period_seconds``, both or neither."""
 
     model_config = ConfigDict(extra="forbid")
 
     clusters: list[EventCluster] | None = Field(default=None, min_length=1, max_length=1000)
+    dispatched_at: AwareDatetime | None = None
+    period_seconds: int | None = Field(default=None, ge=MIN_PERIOD_SECONDS, le=MAX_PERIOD_SECONDS)
+
+    @model_validator(mode="after")
+    def _dispatched(self) -> DirectInvokeEvent:
+        if (self.dispatched_at is None) != (self.period_seconds is None):
+            raise ValueError("dispatched_at and period_seconds: give both or neither")
+        if self.dispatched_at is not None and self.clusters is None:
+            raise ValueError("clusters: a dispatched event names its clusters")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -269,8 +317,8 @@ class ScheduledEvent(EventBridgeModel):
     detail_type: Literal["Scheduled Event"] = Field(alias="detail-type")
 
 
-def parse_event(event: Any) -> tuple[str, ...] | None:
-    """The cluster names an event chose (None: the configured ones); ``ConfigError`` for any other event."""
+def parse_event(event: Any) -> DirectInvokeEvent | None:
+    """The direct invoke an event is (None: a scheduled event, or none); ``ConfigError`` for any other."""
     if event is None:
         return None
     if not isinstance(event, dict):
@@ -279,7 +327,7 @@ def parse_event(event: Any) -> tuple[str, ...] | None:
         if "detail-type" in event or "source" in event:
             parse(event=event, model=ScheduledEvent)
             return None
-        clusters = parse(event=event, model=DirectInvokeEvent).clusters
+        invoke = parse(event=event, model=DirectInvokeEvent)
     except ValidationError as exc:
         raise ConfigError("invalid event: " + describe(exc)) from None
     except Exception as exc:  # Powertools wraps validation errors of some models in its own type
@@ -287,7 +335,7 @@ def parse_event(event: Any) -> tuple[str, ...] | None:
         if isinstance(cause, ValidationError):
             raise ConfigError("invalid event: " + describe(cause)) from None
         raise ConfigError(f"invalid event: {exc}") from None
-    return None if clusters is None else tuple(cluster.name for cluster in clusters)
+    return invoke
 
 
 def load_settings(environ: Mapping[str, str], event: Any = None) -> Settings:
@@ -295,17 +343,23 @@ def load_settings(environ: Mapping[str, str], event: Any = None) -> Settings:
 
     Without discovery, every name the event gives must be a configured cluster; with discovery, the
     names it gives that are not configured select among the discovered clusters (``Settings.chosen``).
+    In fleet mode they are looked up in the fleet when the run starts.
     """
-    requested = parse_event(event)
+    invoke = parse_event(event)
+    requested = None
+    if invoke is not None and invoke.clusters is not None:
+        requested = tuple(cluster.name for cluster in invoke.clusters)
     values = environment_values(Settings, environ)
     if "POWERTOOLS_LOG_LEVEL" in values:
         values["POWERTOOLS_LOG_LEVEL"] = values["POWERTOOLS_LOG_LEVEL"].upper()
     values["requested"] = requested
+    if invoke is not None:
+        values["dispatched_at"], values["period_seconds"] = invoke.dispatched_at, invoke.period_seconds
     try:
         settings = Settings.model_validate(values)
     except ValidationError as exc:
         raise ConfigError("invalid configuration: " + describe(exc)) from None
-    if requested is not None and settings.discovery_tag is None:
+    if requested is not None and settings.discovery_tag is None and settings.fleet_document is None:
         configured = settings.configured
         unknown = [f"clusters.{i}: {name!r} is not a configured cluster"
                    for i, name in enumerate(requested) if name not in configured]

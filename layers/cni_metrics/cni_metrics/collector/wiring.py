@@ -1,4 +1,5 @@
-"""The collector's production wiring: S3 state store, the configured publisher, collection, discovery.
+"""The collector's production wiring: S3 state store, the configured publisher, collection, discovery, and
+in fleet mode the fleet document's clusters (``fleet.worker.FleetWorker``).
 
 Every AWS call a run makes (S3 state, CloudWatch, tag discovery, and through the per-collection session
 DescribeCluster, AssumeRole, DescribeCluster/DescribeSubnets for capacity) is bounded by the run's end:
@@ -21,6 +22,7 @@ from cni_metrics.adapters.state_store import S3StateStore
 from cni_metrics.collector.cluster import ClusterCollection, CollectionHealth, collect_cluster
 from cni_metrics.collector.job import Collector, Deps, Discoverer, utc_now
 from cni_metrics.collector.settings import ClusterSpec, Settings
+from cni_metrics.fleet.worker import FleetWorker
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +58,10 @@ def build_deps(settings: Settings, *, session: boto3.Session | None = None) -> D
     def on_run_start(end: float) -> None:
         deadline.set(end - CALLS_END_BEFORE_SECONDS)
 
+    fleet = None if settings.fleet_document is None else FleetWorker(s3, settings.fleet_document, deadline)
     return Deps(
         store, publisher, collect=_collector(settings, region, deadline),
-        discover=_discoverer(session, region), on_run_start=on_run_start,
+        discover=_discoverer(session, region), on_run_start=on_run_start, fleet=fleet,
     )
 
 

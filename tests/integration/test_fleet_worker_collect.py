@@ -1,0 +1,166 @@
+"""The collector handler as a fleet worker, over real HTTP: the fleet document in moto's S3, clusters in two
+accounts (one through its role) and two regions on the EKS stand-in, PutMetricData to moto. Given the
+names the dispatcher sends, it looks each one up in the fleet, collects it under its id, and publishes
+what the stand-in's truth says its pods served; a broken cluster and a name the fleet does not have are
+errors of their own that change nothing of the others' numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from cni_demo.truth import TruthTracker
+from cni_metrics.adapters import eks_auth
+from cni_metrics.fleet import document as fleet_document
+from cni_metrics.fleet import resolve as fleet_resolve
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "functions" / "collector" / "app.py"
+STATE_BUCKET = "cni-metrics-test-state"
+FLEET_BUCKET = "cni-metrics-test-fleet"
+FLEET_KEY = "fleets/it.json"
+B = "222233334444"
+ROLE_B = f"arn:aws:iam::{B}:role/cni-metrics-reader"
+TAG = {"cni-metrics": "enabled"}
+SCENARIO: dict[str, Any] = {
+    "name": "fleet-worker-it",
+    "seed": 21,
+    "churn": {"restart": 0.2, "leave": 0.0, "join": 0.0},  # the faulty node stays
+    "accounts": {B: {"roles": [ROLE_B], "identities": {ROLE_B: ["cni-metrics"]}}},
+    "clusters": [
+        {"name": "a-east", "nodes": 4, "tags": TAG},
+        {"name": "a-broken", "nodes": 3, "tags": TAG, "unreachable": True},
+        {"name": "b-west", "nodes": 5, "tags": TAG, "account": B, "region": "eu-west-1",
+         "faults": {"error_500": [2]}},
+    ],
+}
+DOCUMENT: dict[str, Any] = {
+    "version": 1,
+    "name": "it",
+    "clusters": [{"name": "a-east", "region": "us-east-1", "alias": "a-prod"}],
+    "discovery": [
+        {"regions": ["us-east-1"], "tag": "cni-metrics=enabled"},
+        {"role_arn": ROLE_B, "regions": ["us-east-1", "eu-west-1"], "tag": "cni-metrics=enabled"},
+    ],
+}
+GAUGE_CHECKED = ("assignIPAddresses", "totalIPAddresses", "maxIPAddresses", "eniAllocated")
+
+
+class Context:
+    """The parts of the Lambda context the handler uses."""
+
+    function_name = "collector"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:collector"
+
+    def __init__(self, seconds: float = 55.0) -> None:
+        self.aws_request_id = str(uuid.uuid4())
+        self.deadline = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.deadline - time.monotonic()) * 1000)
+
+
+def _handler() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"collector_app_{uuid.uuid4().hex}", APP)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def fleet_env(aws: str, fake_eks_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The stand-in, the fleet document in moto's S3, the collector's environment in fleet mode."""
+    eks = fake_eks_factory(SCENARIO)
+    for key, value in eks.env().items():
+        monkeypatch.setenv(key, value)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=FLEET_BUCKET)
+    s3.put_object(Bucket=FLEET_BUCKET, Key=FLEET_KEY, Body=json.dumps(DOCUMENT).encode())
+    env = {"FLEET_DOCUMENT": f"s3://{FLEET_BUCKET}/{FLEET_KEY}", "STATE_BUCKET": STATE_BUCKET,
+           "PUBLISH_MODE": "putmetricdata", "PUBLISH_MARGIN_SECONDS": "5", "CONNECT_TIMEOUT_SECONDS": "2",
+           "READ_TIMEOUT_SECONDS": "5", "POWERTOOLS_LOG_LEVEL": "WARNING"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for clear in (eks_auth.clear_caches, fleet_resolve.clear_caches, fleet_document.clear_cache):
+        clear()
+    yield eks
+    for clear in (eks_auth.clear_caches, fleet_resolve.clear_caches, fleet_document.clear_cache):
+        clear()
+
+
+def _published(cluster_id: str, names: list[str], start: datetime, end: datetime) -> dict[str, float]:
+    """Σ of each metric's datums under CLUSTER_ID = cluster_id in [start, end), read back from moto."""
+    cloudwatch = boto3.client("cloudwatch")
+    out = {}
+    for name in names:
+        points = cloudwatch.get_metric_statistics(
+            Namespace="Kubernetes", MetricName=name, Dimensions=[{"Name": "CLUSTER_ID", "Value": cluster_id}],
+            StartTime=start, EndTime=end, Period=86400, Statistics=["Sum"],
+        )["Datapoints"]
+        out[name] = sum(point["Sum"] for point in points)
+    return out
+
+
+def _event(names: list[str]) -> dict[str, Any]:
+    return {"clusters": names, "dispatched_at": datetime.now(UTC).isoformat(), "period_seconds": 60}
+
+
+def test_a_worker_collects_fleet_ids_and_refuses_others_leaving_their_numbers(fleet_env: Any) -> None:
+    # given the handler in fleet mode and the truth of the stand-in's two healthy clusters
+    handler = _handler()
+    truth = TruthTracker(fleet_env, ["a-east", "b-west"])
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    names = ["a-prod", "b-west", "a-broken", "a-east", "nope"]
+    # when two dispatched events name the alias, a cluster of account B discovered through its role, an
+    # unreachable cluster, the alias's physical name and a name the fleet does not have, a second apart
+    first = handler.lambda_handler(_event(names), Context())
+    gauges = {name: truth.observe(name) for name in ("a-east", "b-west")}
+    truth.start_counting()
+    time.sleep(1.1)
+    fleet_env.advance("a-east")
+    fleet_env.advance("b-west")
+    second = handler.lambda_handler(_event(names), Context())
+    for name in ("a-east", "b-west"):
+        truth.observe(name)
+    # then each name is its own outcome: the two healthy ones collected, the others errors with their reason
+    for result in (first, second):
+        outcomes = {c["cluster"]: c for c in result["clusters"]}
+        assert [c["cluster"] for c in result["clusters"]] == names
+        assert (outcomes["a-prod"]["status"], outcomes["b-west"]["status"]) == ("ok", "ok")
+        assert outcomes["b-west"]["failures"] == 1  # its error_500 node, nothing more
+        assert outcomes["a-broken"]["status"] == "error"
+        for refused in ("a-east", "nope"):
+            assert outcomes[refused]["status"] == "error"
+            assert "not a cluster of the fleet" in outcomes[refused]["error"]
+    # and the first cycle's gauges under each id are what the pods served (no datum under a-east or nope)
+    first_at = {c["cluster"]: datetime.fromisoformat(c["collected_at"]) for c in first["clusters"]
+                if c["collected_at"]}
+    for cluster_id, name in (("a-prod", "a-east"), ("b-west", "b-west")):
+        at = first_at[cluster_id].replace(microsecond=0)
+        read = _published(cluster_id, list(GAUGE_CHECKED), at, at + timedelta(seconds=1))
+        assert read == pytest.approx({metric: gauges[name][metric] for metric in GAUGE_CHECKED}), cluster_id
+    end = datetime.now(UTC) + timedelta(minutes=5)
+    assert _published("a-east", ["nodesTotal"], started, end) == {"nodesTotal": 0}
+    assert _published("nope", ["nodesTotal"], started, end) == {"nodesTotal": 0}
+    # and the second cycle's counter increases are the pods' true increments
+    for cluster_id, name in (("a-prod", "a-east"), ("b-west", "b-west")):
+        expected = truth.increases(name)
+        assert sum(expected.values()) > 0
+        assert _published(cluster_id, sorted(expected), started, end) == pytest.approx(expected), cluster_id
+    # and the unreachable cluster published its health under its own id: every node unknown, none scraped
+    broken = _published("a-broken", ["nodesTotal", "nodesScraped"], started, end)
+    assert broken == {"nodesTotal": 0, "nodesScraped": 0}
