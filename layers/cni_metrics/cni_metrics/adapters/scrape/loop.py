@@ -15,97 +15,31 @@ The run reaches its scraper only through ``RunContext``; the scraper keeps the c
 
 from __future__ import annotations
 
-import heapq
 import os
 import random
 import selectors
 import socket
 import ssl
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from cni_metrics.adapters.scrape import http1
+from cni_metrics.adapters.scrape.attempts import Attempts, Job, PodRef, Progress, ScrapeResult
 from cni_metrics.adapters.scrape.body import CappedBody, open_body, payload_metrics
 from cni_metrics.adapters.scrape.policy import (
     ERROR_BODY_BYTES,
     FailureReason,
     ScrapeFailure,
     exception_text,
-    retry_delay,
-    should_retry,
     status_failure,
 )
 from cni_metrics.adapters.tokens import BearerTokens
-from cni_metrics.core.model import NodeMetrics
 
 RECV_BYTES = 64 * 1024
 _TICK_SECONDS = 0.05  # how often in-flight attempts are checked against their timeouts
 # a reused keep-alive connection the server had closed: one reconnect, which counts as the pod's retry
 _STALE = (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError)  # ClosedWithoutResponse is a reset
-
-
-@dataclass(frozen=True, slots=True)
-class PodRef:
-    """An aws-node pod to scrape: its UID (the node key) and name."""
-
-    key: str
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class ScrapeResult:
-    """One pod's outcome: ``metrics`` on success, else ``reason`` and a short, secret-free ``message``."""
-
-    key: str
-    pod: str
-    metrics: NodeMetrics | None
-    reason: FailureReason | None = None
-    message: str = ""
-    bytes_read: int = 0
-    attempts: int = 0
-
-
-Progress = Callable[[int, int], None]
-"""Told (pods done, pods in all) each time a pod's result is known, from the scraping thread."""
-
-
-class Results:
-    """A run's results by pod key, reporting each new one to an optional ``Progress``."""
-
-    def __init__(self, total: int, progress: Progress | None) -> None:
-        self._by_key: dict[str, ScrapeResult] = {}
-        self._total = total
-        self._progress = progress
-
-    def add(self, result: ScrapeResult) -> None:
-        """Record a pod's result (its last word: one per pod)."""
-        self._by_key[result.key] = result
-        if self._progress is not None:
-            self._progress(len(self._by_key), self._total)
-
-    def get(self, key: str) -> ScrapeResult | None:
-        """The result of pod ``key``, if known."""
-        return self._by_key.get(key)
-
-    def __len__(self) -> int:
-        return len(self._by_key)
-
-
-class _Job:
-    """One pod's progress over its attempts."""
-
-    __slots__ = ("attempts", "connection_errors", "pod", "refreshed", "retried", "token", "wire_bytes")
-
-    def __init__(self, pod: PodRef) -> None:
-        self.pod = pod
-        self.token = ""  # the token of the current attempt
-        self.attempts = 0
-        self.refreshed = False  # had its one token refresh (401)
-        self.retried = False  # had its one retry (429, 503, connection error)
-        self.connection_errors = 0  # requests lost to connection errors: at most two per pod
-        self.wire_bytes = 0  # bytes read by failed attempts
 
 
 CONNECTING, HANDSHAKE, SENDING, RECEIVING, IDLE = range(5)
@@ -139,7 +73,7 @@ class Conn:
         self.mask = 0  # the selector events it is registered for
         self.due = 0.0  # when the current wait times out
         self.attempt_due = 0.0  # when the attempt as a whole times out
-        self.job: _Job | None = None
+        self.job: Job | None = None
         self.reused = False  # carried a complete response before this attempt
         self.out = b""  # request bytes not yet sent
         self.reader = http1.ResponseReader()
@@ -180,38 +114,26 @@ class RunContext:
     idle: list[Conn]  # open, kept alive, carrying nothing: the run takes from and gives back to it
 
 
-class ScrapeRun:
+class ScrapeRun(Attempts):
     """One ``scrape_all``: jobs waiting, in flight and done, driven by the scraper's selector."""
 
     def __init__(self, context: RunContext, deadline: float, progress: Progress | None = None) -> None:
+        super().__init__(context.tokens, context.rng, deadline, progress)
         self._ctx = context
-        self._deadline = deadline
-        self._progress = progress
-        self._ready: deque[_Job] = deque()
-        self._waiting: list[tuple[float, int, _Job]] = []  # retries by the time they are due
-        self._results = Results(0, None)
-        self._sequence = 0
-        self._token = ""  # the token of this run, taken once, replaced after a 401 (provider calls cost CPU)
 
     def run(self, pods: Sequence[PodRef]) -> list[ScrapeResult]:
         """Every pod's result, in ``pods`` order, by the deadline; connections still busy then are closed."""
-        self._results = Results(len(pods), self._progress)
         try:
-            self._drive([_Job(pod) for pod in pods])
+            self._drive(self._begin(pods))
         finally:
             for conn in list(self._ctx.conns.values()):
                 if conn.state != IDLE:  # the deadline passed with attempts in flight
                     self._ctx.close(conn)
-        return [
-            self._results.get(pod.key)
-            or ScrapeResult(pod.key, pod.name, None, "timeout", "deadline passed before the scrape finished")
-            for pod in pods
-        ]
+        return self._outcomes(pods)
 
-    def _drive(self, jobs: list[_Job]) -> None:
+    def _drive(self, jobs: list[Job]) -> None:
         """The selector loop, until every job has its result or the deadline passes."""
         ctx = self._ctx
-        self._ready.extend(jobs)
         if not jobs:
             return
         if ctx.clock() >= self._deadline:
@@ -225,17 +147,16 @@ class ScrapeRun:
             return
         self._events(0.0)  # idle connections the server closed since the last run
         next_check = 0.0
-        while len(self._results) < len(jobs):
+        while not self._all_done():
             now = ctx.clock()
             if now >= self._deadline:
                 return
-            while self._waiting and self._waiting[0][0] <= now:
-                self._ready.append(heapq.heappop(self._waiting)[2])
+            retry_due = self._release_due(now)
             self._dispatch(now)
             if now >= next_check:  # timeouts are seconds long: checking them every tick is enough
                 self._expire(now)
                 next_check = now + _TICK_SECONDS
-            wake = min(self._deadline, next_check, self._waiting[0][0] if self._waiting else next_check)
+            wake = min(self._deadline, next_check, next_check if retry_due is None else retry_due)
             self._events(max(0.0, wake - now))
 
     def _events(self, timeout: float) -> None:
@@ -261,7 +182,7 @@ class ScrapeRun:
             else:
                 return
 
-    def _connect(self, job: _Job, now: float) -> None:
+    def _connect(self, job: Job, now: float) -> None:
         """Carry ``job``'s attempt on a new connection."""
         try:
             conn = self._ctx.open(now)
@@ -278,7 +199,7 @@ class ScrapeRun:
         settings = self._ctx.settings
         return min(self._deadline, now + settings.connect_timeout + settings.read_timeout)
 
-    def _start(self, conn: Conn, job: _Job, now: float) -> None:
+    def _start(self, conn: Conn, job: Job, now: float) -> None:
         """Send ``job``'s request, a new attempt, on the kept-alive ``conn``."""
         job.attempts += 1
         conn.attempt_due = self._attempt_due(now)
@@ -290,10 +211,7 @@ class ScrapeRun:
         ctx = self._ctx
         job = conn.job
         assert job is not None
-        if not self._token:
-            self._token = ctx.tokens.token()
-        job.token = self._token
-        conn.out = ctx.request(job.pod, job.token)
+        conn.out = ctx.request(job.pod, self._run_token(job))
         conn.reader = http1.ResponseReader()
         conn.body = None
         conn.error_parts = []
@@ -462,9 +380,7 @@ class ScrapeRun:
             failure.bytes_read = wire
             self._failed(job, failure, now)
             return
-        self._results.add(ScrapeResult(
-            job.pod.key, job.pod.name, metrics, bytes_read=job.wire_bytes + wire, attempts=job.attempts
-        ))
+        self._succeeded(job, metrics, wire)
 
     def _release(self, conn: Conn, now: float) -> None:
         """The attempt on ``conn`` is over: keep the connection for the next job, or close it."""
@@ -523,27 +439,6 @@ class ScrapeRun:
                 message = "body not complete within the timeouts or the deadline"
             self._end_attempt(conn, ScrapeFailure("timeout", message, bytes_read=conn.reader.received), now)
 
-    def _failed(self, job: _Job, failure: ScrapeFailure, now: float) -> None:
-        """After a failed attempt: one token refresh (401), one retry when allowed, else the result."""
-        ctx = self._ctx
-        job.wire_bytes += failure.bytes_read
-        if failure.status == 401 and not job.refreshed:
-            job.refreshed = True
-            try:
-                self._token = ctx.tokens.refresh(job.token)
-            except Exception as exc:
-                failure = ScrapeFailure("unauthorized", f"token refresh failed: {exc}")
-            else:
-                self._ready.appendleft(job)
-                return
-        delay = retry_delay(failure, ctx.rng)
-        if should_retry(failure, delay, now=now, deadline=self._deadline, retried=job.retried):
-            job.retried = True
-            self._sequence += 1
-            heapq.heappush(self._waiting, (now + delay, self._sequence, job))
-            return
-        self._give_up(job, failure)
-
     def _unexpected(self, conn: Conn, exc: Exception) -> None:
         """An exception nobody expected while serving ``conn``: its pod fails, the run goes on."""
         job = conn.job
@@ -551,9 +446,3 @@ class ScrapeRun:
         self._ctx.close(conn)
         if job is not None:
             self._give_up(job, ScrapeFailure("other", f"unexpected {type(exc).__name__}"))
-
-    def _give_up(self, job: _Job, failure: ScrapeFailure) -> None:
-        self._results.add(ScrapeResult(
-            job.pod.key, job.pod.name, None, failure.reason, failure.message, bytes_read=job.wire_bytes,
-            attempts=job.attempts,
-        ))

@@ -22,7 +22,6 @@ without the head and chunk framing); a TLS handshake that times out reads as a r
 from __future__ import annotations
 
 import contextlib
-import heapq
 import http.client
 import math
 import os
@@ -30,7 +29,6 @@ import random
 import ssl
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -40,15 +38,13 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
+from cni_metrics.adapters.scrape.attempts import Attempts, Job, PodRef, Progress, ScrapeResult
 from cni_metrics.adapters.scrape.body import open_body, payload_metrics
 from cni_metrics.adapters.scrape.http1 import ProtocolError, content_length
-from cni_metrics.adapters.scrape.loop import PodRef, Progress, Results, ScrapeResult
 from cni_metrics.adapters.scrape.policy import (
     ERROR_BODY_BYTES,
     ScrapeFailure,
     exception_text,
-    retry_delay,
-    should_retry,
     status_failure,
 )
 from cni_metrics.adapters.scrape.scraper import (
@@ -80,20 +76,6 @@ class _BearerAuth(requests.auth.AuthBase):
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = f"Bearer {self._token}"
         return request
-
-
-class _Job:
-    """One pod's progress over its attempts."""
-
-    __slots__ = ("attempts", "pod", "refreshed", "retried", "token", "wire_bytes")
-
-    def __init__(self, pod: PodRef) -> None:
-        self.pod = pod
-        self.token = ""  # the token of the current attempt
-        self.attempts = 0
-        self.refreshed = False  # had its one token refresh (401)
-        self.retried = False  # had its one retry
-        self.wire_bytes = 0  # bytes read by failed attempts
 
 
 class RequestsScraper:
@@ -228,7 +210,7 @@ class RequestsScraper:
         return data
 
 
-class _Run:
+class _Run(Attempts):
     """One ``scrape_all``: pods waiting, in flight on the threads and done, driven from the calling thread."""
 
     def __init__(
@@ -241,46 +223,32 @@ class _Run:
         deadline: float,
         progress: Progress | None,
     ) -> None:
-        self._tokens = tokens
-        self._progress = progress
+        super().__init__(tokens, rng, deadline, progress)
         self._clock = clock
-        self._rng = rng
         self._concurrency = concurrency
         self._submit = submit
-        self._deadline = deadline
-        self._ready: deque[_Job] = deque()
-        self._waiting: list[tuple[float, int, _Job]] = []  # retries by the time they are due
-        self._running: dict[Future[Outcome], _Job] = {}
-        self._results = Results(0, None)
-        self._sequence = 0
-        self._token = ""  # the token of this run, taken once, replaced after a 401
+        self._running: dict[Future[Outcome], Job] = {}
 
     def run(self, pods: Sequence[PodRef]) -> list[ScrapeResult]:
         """Every pod's result, in ``pods`` order, by the deadline; attempts not started by then never are."""
-        self._ready.extend(_Job(pod) for pod in pods)
-        self._results = Results(len(pods), self._progress)
+        self._begin(pods)
         try:
-            self._drive(len(pods))
+            self._drive()
         finally:
             for future in self._running:
                 future.cancel()  # a started attempt ends by its own timeouts, bounded by the deadline
-        return [
-            self._results.get(pod.key)
-            or ScrapeResult(pod.key, pod.name, None, "timeout", "deadline passed before the scrape finished")
-            for pod in pods
-        ]
+        return self._outcomes(pods)
 
-    def _drive(self, total: int) -> None:
+    def _drive(self) -> None:
         clock = self._clock
-        while len(self._results) < total:
+        while not self._all_done():
             now = clock()
             if now >= self._deadline:
                 return
-            while self._waiting and self._waiting[0][0] <= now:
-                self._ready.append(heapq.heappop(self._waiting)[2])
+            due = self._release_due(now)
             while self._ready and len(self._running) < self._concurrency:
                 self._start(self._ready.popleft())
-            retry_due = self._waiting[0][0] if self._waiting else math.inf
+            retry_due = math.inf if due is None else due
             timeout = max(0.0, min(self._deadline, now + _TICK_SECONDS, retry_due) - now)
             if not self._running:
                 time.sleep(timeout)
@@ -289,45 +257,17 @@ class _Run:
             for future in done:
                 self._finished(self._running.pop(future), future.result())
 
-    def _start(self, job: _Job) -> None:
-        if not self._token:
-            self._token = self._tokens.token()
-        job.token = self._token
+    def _start(self, job: Job) -> None:
+        token = self._run_token(job)
         job.attempts += 1
-        self._running[self._submit(job.pod, job.token, self._deadline)] = job
+        self._running[self._submit(job.pod, token, self._deadline)] = job
 
-    def _finished(self, job: _Job, outcome: Outcome) -> None:
+    def _finished(self, job: Job, outcome: Outcome) -> None:
         if isinstance(outcome, ScrapeFailure):
             self._failed(job, outcome, self._clock())
             return
         metrics, wire = outcome
-        pod = job.pod
-        self._results.add(ScrapeResult(
-            pod.key, pod.name, metrics, bytes_read=job.wire_bytes + wire, attempts=job.attempts
-        ))
-
-    def _failed(self, job: _Job, failure: ScrapeFailure, now: float) -> None:
-        """After a failed attempt: one token refresh (401), one retry when allowed, else the result."""
-        job.wire_bytes += failure.bytes_read
-        if failure.status == 401 and not job.refreshed:
-            job.refreshed = True
-            try:
-                self._token = self._tokens.refresh(job.token)
-            except Exception as exc:
-                failure = ScrapeFailure("unauthorized", f"token refresh failed: {exc}")
-            else:
-                self._ready.appendleft(job)
-                return
-        delay = retry_delay(failure, self._rng)
-        if should_retry(failure, delay, now=now, deadline=self._deadline, retried=job.retried):
-            job.retried = True
-            self._sequence += 1
-            heapq.heappush(self._waiting, (now + delay, self._sequence, job))
-            return
-        self._results.add(ScrapeResult(
-            job.pod.key, job.pod.name, None, failure.reason, failure.message, bytes_read=job.wire_bytes,
-            attempts=job.attempts,
-        ))
+        self._succeeded(job, metrics, wire)
 
 
 def _ca_file(context: ssl.SSLContext) -> str:

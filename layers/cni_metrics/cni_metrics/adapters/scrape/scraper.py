@@ -22,7 +22,8 @@ from typing import Any, Literal, get_args
 from urllib.parse import quote, urlsplit
 
 from cni_metrics.adapters.scrape import http1
-from cni_metrics.adapters.scrape.loop import IDLE, Conn, PodRef, Progress, RunContext, ScrapeResult, ScrapeRun
+from cni_metrics.adapters.scrape.attempts import PodRef, Progress, ScrapeResult
+from cni_metrics.adapters.scrape.loop import IDLE, Conn, RunContext, ScrapeRun
 from cni_metrics.adapters.tokens import BearerTokens
 
 METRICS_PORT = 61678

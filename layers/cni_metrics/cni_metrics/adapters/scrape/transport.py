@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from ssl import SSLContext
 from typing import Protocol
 
-from cni_metrics.adapters.scrape.loop import PodRef, Progress, ScrapeResult
+from cni_metrics.adapters.scrape.attempts import PodRef, Progress, ScrapeResult
 from cni_metrics.adapters.scrape.requests_transport import RequestsScraper
 from cni_metrics.adapters.scrape.scraper import DEFAULT_SCRAPE, Scraper, ScrapeSettings
 from cni_metrics.adapters.tokens import BearerTokens
