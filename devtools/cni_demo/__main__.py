@@ -29,6 +29,7 @@ from typing import Any
 
 import boto3
 from fake_eks.network import MotoNetwork
+from local_lambda.runner import read_env_file
 
 from cni_demo.capacity import capacity_rows, published_value
 from cni_demo.truth import TruthTracker
@@ -109,10 +110,12 @@ def moto_server() -> Iterator[str]:
 
 
 def collector_environment(moto_url: str, eks_env: dict[str, str]) -> dict[str, str]:
-    """events/env.json's CollectorFunction variables, with the endpoints actually started."""
-    env: dict[str, str] = json.loads((EVENTS / "env.json").read_text())["CollectorFunction"]
+    """events/env.json's variables for the collector (as `sam local invoke` reads them), with the endpoints
+    actually started; every metric set's numbers are compared, so the demo publishes the full set."""
+    env = read_env_file(EVENTS / "env.json", "CollectorFunction")
     env.update(eks_env)
     env.update(
+        METRIC_SET="full",
         AWS_ENDPOINT_URL_S3=moto_url,
         AWS_ENDPOINT_URL_CLOUDWATCH=moto_url,
         AWS_ENDPOINT_URL_EC2=moto_url,

@@ -24,7 +24,6 @@ TARGETS: dict[str, tuple[str, ...]] = {
         "tests/unit/test_aggregate_properties.py",
         "tests/unit/test_counter_model.py::test_core_publishes_exactly_the_models_increments",
     ),
-    f"{CORE}/reconcile.py": ("tests/unit/test_core_reconcile.py",),
     f"{CORE}/state_codec.py": ("tests/unit/test_state_codec.py",),
 }
 

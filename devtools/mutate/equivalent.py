@@ -7,7 +7,6 @@ from __future__ import annotations
 
 EQUIVALENT: dict[str, dict[str, str]] = {
     "layers/cni_metrics/cni_metrics/core/aggregate.py": {},
-    "layers/cni_metrics/cni_metrics/core/reconcile.py": {},
     "layers/cni_metrics/cni_metrics/core/state_codec.py": {
         "dump_state: False -> True #1": "allow_nan=False never acts: every float written went through "
         "_encoded_number, which refuses NaN and ±Inf; only a restart count that is not an int could reach it",

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from cni_metrics.collector.settings import ClusterSpec, ConfigError, load_settings
+from local_lambda.runner import read_env_file
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = {"CLUSTER_NAMES": "alpha", "STATE_BUCKET": "state-bucket"}
@@ -77,7 +78,7 @@ def test_with_discovery_an_event_chooses_among_the_discovered_clusters() -> None
 def test_sample_direct_invoke_event_is_valid() -> None:
     # given the sample event and the sample environment it goes with
     event = json.loads((ROOT / "events" / "direct-invoke.json").read_text())
-    env = json.loads((ROOT / "events" / "env.json").read_text())["CollectorFunction"]
+    env = read_env_file(ROOT / "events" / "env.json", "CollectorFunction")
     # then it chooses those clusters, by name only
     assert [c.name for c in load_settings(env, event).clusters] == event["clusters"]
     assert all(isinstance(item, str) for item in event["clusters"])

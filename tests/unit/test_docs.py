@@ -183,11 +183,12 @@ def test_every_variable_the_template_sets_is_documented() -> None:
     # given the two configuration tables and the template
     collector = set(_single_column(_readme_table("## Configuration", "### Collector")))
     dashboard = set(_single_column(_readme_table("## Configuration", "### Dashboard function")))
+    local = set(_single_column(_readme_table("## Configuration", "### Local endpoints")))
     template = _template()
-    # then the collector's variables are in its table, and the dashboard function's in one of the two
-    # (it shares the collector's cluster, namespace and threshold variables)
-    assert _environment(template, "CollectorFunction") <= collector
-    assert _environment(template, "DashboardFunction") <= collector | dashboard
+    # then the collector's variables are in its table or the local endpoints', and the dashboard
+    # function's in one of the three (it shares the collector's cluster, namespace and threshold variables)
+    assert _environment(template, "CollectorFunction") <= collector | local
+    assert _environment(template, "DashboardFunction") <= collector | dashboard | local
 
 
 def test_parameter_table_lists_exactly_the_template_parameters_with_their_defaults() -> None:

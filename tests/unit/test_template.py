@@ -390,6 +390,7 @@ def test_collector_environment_follows_the_contract() -> None:
         "STATE_BUCKET": "<StateBucket>", "STATE_PREFIX": STATE_PREFIX,
         "POWERTOOLS_SERVICE_NAME": "cni-metrics", "POWERTOOLS_LOG_LEVEL": "DEBUG",
         "POWERTOOLS_TRACE_DISABLED": "true",
+        "METRIC_SET": "standard", "METRICS_INCLUDE": "", "METRICS_EXCLUDE": "",
         # empty (the defaults, AWS's endpoints), declared for sam local invoke --env-vars
         "CONNECT_TIMEOUT_SECONDS": "", "READ_TIMEOUT_SECONDS": "", "PUBLISH_MARGIN_SECONDS": "",
         **{f"AWS_ENDPOINT_URL_{service}": "" for service in ("EKS", "STS", "S3", "CLOUDWATCH", "EC2")},
