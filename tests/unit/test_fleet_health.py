@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from cni_metrics.core.catalogue import METRICS_BY_NAME
+from cni_metrics.core.catalogue import FLEET_METRICS, METRICS_BY_NAME
 from cni_metrics.fleet.dispatch import DispatchReport, Group, Invocation
 from cni_metrics.fleet.document import Problem, parse_fleet
 from cni_metrics.fleet.health import (
-    FLEET_METRICS,
     POD_MIN_BYTES,
     STATE_BASE_BYTES,
     StateObject,

@@ -119,6 +119,9 @@ def _check_prefix(value: str) -> str:
 
 
 ClusterSpecs = Annotated[list[ClusterSpec], BeforeValidator(_parse_json)]
+StateBucket = Annotated[str, Field(min_length=3, max_length=63, pattern=_BUCKET)]
+StatePrefix = Annotated[str, Field(max_length=512), AfterValidator(_check_prefix)]
+"""STATE_BUCKET and STATE_PREFIX (the fleet dispatcher lists the same state objects)."""
 
 
 class Settings(MetricSelection):
@@ -151,10 +154,8 @@ class Settings(MetricSelection):
     )
     scrape_transport: Transport = Field(default=DEFAULT_SCRAPE.transport, alias="SCRAPE_TRANSPORT")
     exhaustion_threshold_pct: float = Field(default=90.0, gt=0, le=100, alias="EXHAUSTION_THRESHOLD_PCT")
-    state_bucket: str = Field(min_length=3, max_length=63, pattern=_BUCKET, alias="STATE_BUCKET")
-    state_prefix: Annotated[str, AfterValidator(_check_prefix)] = Field(
-        default="cni-metrics/state/", max_length=512, alias="STATE_PREFIX"
-    )
+    state_bucket: StateBucket = Field(alias="STATE_BUCKET")
+    state_prefix: StatePrefix = Field(default="cni-metrics/state/", alias="STATE_PREFIX")
     publish_retry_mode: Literal["standard", "adaptive"] = Field(
         default="standard", alias="PUBLISH_RETRY_MODE"
     )

@@ -145,6 +145,25 @@ METRICS: tuple[Metric, ...] = (
 
 METRICS_BY_NAME: Mapping[str, Metric] = MappingProxyType({m.name: m for m in METRICS})
 
+# The fleet's health, published once a period by the fleet dispatcher (cni_metrics.fleet.health) under
+# CLUSTER_ID fleet:<name>; not per cluster, so not in METRICS (metric sets, dashboards and alarms).
+FLEET_METRICS: tuple[Metric, ...] = (
+    Metric("fleetClusters", "Count", "health", "clusters in the fleet: valid entries + discovered clusters"),
+    Metric("fleetInvocations", "Count", "health", "collector invocations the dispatcher made this period"),
+    Metric("fleetClustersDispatched", "Count", "health", "clusters whose invocation Lambda accepted (202)"),
+    Metric("fleetDispatchErrors", "Count", "health",
+           "clusters whose invocation failed (refused, throttled after retries, no time left)"),
+    Metric("fleetClustersStale", "Count", "health",
+           "clusters whose state object was last written more than N periods ago"),
+    Metric("fleetClustersNeverCollected", "Count", "health", "clusters of the fleet without a state object"),
+    Metric("fleetEntriesRefused", "Count", "health",
+           "fleet-document entries and rules skipped (invalid, or an id or cluster given twice)"),
+    Metric("fleetDiscoveryErrors", "Count", "health",
+           "discovery reads that failed (a role, a region's ListClusters, a cluster's DescribeCluster)"),
+    Metric("fleetDispatchDurationMs", "Milliseconds", "health",
+           "wall time of the dispatcher's run: read, resolve, list, invoke"),
+)
+
 
 def unit_of(name: str) -> Unit:
     """The CloudWatch unit of a published metric name (KeyError for an unknown name)."""

@@ -16,8 +16,9 @@ collector wrote for the stand-in: 1 node -> 6, 5 -> 11, 20 -> 28, 35 -> 46, 60 -
 baselines under 95 bytes a pod (two or three counter families, all of small values): a group may then
 hold a few more nodes than planned.
 
-The datums (``FLEET_METRICS``) are published under ``CLUSTER_ID`` = ``fleet_cluster_id(name)``
-(``fleet:<name>``: a colon is never in a cluster's name, so it never meets a cluster's series).
+The datums (``FLEET_METRICS``, listed in ``core.catalogue``) are published under ``CLUSTER_ID`` =
+``fleet_cluster_id(name)`` (``fleet:<name>``: a colon is never in a cluster's name, so it never meets a
+cluster's series).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cni_metrics.core.catalogue import Metric
+from cni_metrics.core.catalogue import FLEET_METRICS
 from cni_metrics.core.model import MetricValue
 from cni_metrics.fleet.dispatch import DispatchReport
 from cni_metrics.fleet.resolve import Resolution
@@ -39,22 +40,6 @@ STALE_PERIODS = 3
 STATE_BASE_BYTES = 214
 POD_MIN_BYTES = 95
 
-FLEET_METRICS: tuple[Metric, ...] = (
-    Metric("fleetClusters", "Count", "health", "clusters in the fleet: valid entries + discovered clusters"),
-    Metric("fleetInvocations", "Count", "health", "collector invocations the dispatcher made this period"),
-    Metric("fleetClustersDispatched", "Count", "health", "clusters whose invocation Lambda accepted (202)"),
-    Metric("fleetDispatchErrors", "Count", "health",
-           "clusters whose invocation failed (refused, throttled after retries, no time left)"),
-    Metric("fleetClustersStale", "Count", "health",
-           "clusters whose state object was last written more than N periods ago"),
-    Metric("fleetClustersNeverCollected", "Count", "health", "clusters of the fleet without a state object"),
-    Metric("fleetEntriesRefused", "Count", "health",
-           "fleet-document entries and rules skipped (invalid, or an id or cluster given twice)"),
-    Metric("fleetDiscoveryErrors", "Count", "health",
-           "discovery reads that failed (a role, a region's ListClusters, a cluster's DescribeCluster)"),
-    Metric("fleetDispatchDurationMs", "Milliseconds", "health",
-           "wall time of the dispatcher's run: read, resolve, list, invoke"),
-)
 _UNITS = {metric.name: metric.unit for metric in FLEET_METRICS}
 
 
