@@ -38,7 +38,9 @@ def _source() -> dict[str, Any]:
 
 
 @cache
-def _transformed() -> dict[str, Any]:
+def _transformed(parameter_values: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    """The translated template; SAM resolves some parameter Refs itself (EventInvokeConfig's), with these
+    values as CloudFormation gives them to the transform, else with the defaults."""
     template = copy.deepcopy(_source())
     for resource in template["Resources"].values():  # the translator takes S3 URIs only
         props = resource.get("Properties", {})
@@ -47,7 +49,7 @@ def _transformed() -> dict[str, Any]:
                 props[key] = f"s3://bucket/{key}.zip"
     translator = Translator(managed_policy_map={}, sam_parser=Parser(),
                             boto_session=boto3.Session(region_name=REGION))
-    result: dict[str, Any] = translator.translate(template, parameter_values={})
+    result: dict[str, Any] = translator.translate(template, parameter_values=dict(parameter_values))
     return result
 
 
@@ -394,6 +396,7 @@ def test_collector_environment_follows_the_contract() -> None:
         # empty (the defaults, AWS's endpoints), declared for sam local invoke --env-vars
         "CONNECT_TIMEOUT_SECONDS": "", "READ_TIMEOUT_SECONDS": "", "PUBLISH_MARGIN_SECONDS": "",
         **{f"AWS_ENDPOINT_URL_{service}": "" for service in ("EKS", "STS", "S3", "CLOUDWATCH", "EC2")},
+        "FLEET_DOCUMENT": "",  # not fleet mode
     }
 
 
@@ -585,8 +588,9 @@ def test_cross_account_role_trusts_the_collector_and_reads_only_the_given_cluste
     (one_describe,) = [s for s in one.statements("ClusterAccessRole") if s["Action"] == "eks:DescribeCluster"]
     assert _resources(one_describe) == ["arn:*:eks:*:*:cluster/prod"]
     assert one_describe["Condition"]["StringEquals"]["aws:RequestedRegion"] == [REGION]
-    # And the cluster list is required
-    assert "Default" not in two.template["Parameters"]["ClusterNames"]
+    # And the cluster list is required (unless the account is read by discovery)
+    no_names = _cross_account(CollectorRoleArn=collector)
+    assert _rules_broken(no_names) == ["Give ClusterNames, or Discovery=true."]
 
 
 def test_cross_account_access_entry_is_for_a_monitored_cluster_only() -> None:
@@ -750,3 +754,166 @@ def test_samconfig_environments_deploy_and_none_creates_a_placeholder_access_ent
     dev, prod = (environments[env]["parameter_overrides"] for env in ("dev", "prod"))
     assert Stack(**dev).parameters["DashboardName"] != Stack(**prod).parameters["DashboardName"]
     assert prod["AlarmsEnabled"] == "true"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fleet mode: the dispatcher, the collector's async settings, the member-account role
+
+FLEET_OBJECT = "s3://fleet-config/fleets/prod.json"
+MEMBER_ROLES = ("arn:aws:iam::222233334444:role/cni-metrics-reader,"
+                "arn:aws:iam::333344445555:role/cni-metrics-reader")
+FLEET = {"FleetDocument": FLEET_OBJECT, "CollectorReservedConcurrency": "100",
+         "CrossAccountRoleArns": MEMBER_ROLES}
+
+
+def test_fleet_mode_adds_a_dispatcher_with_least_privilege() -> None:
+    # Given a fleet-mode stack publishing with PutMetricData, and one without fleet mode
+    stack = Stack(**FLEET, PublishMode="putmetricdata", MetricsNamespace="Custom/CNI")
+    plain = Stack(**SCENARIOS["names"])
+
+    # When the dispatcher role's effective policy is read
+    actions = _by_action(stack, "DispatcherRole")
+
+    # Then it may invoke the collector only, read the one fleet object, list the state prefix, discover
+    # (ListClusters, DescribeCluster of its own account), assume the member roles, publish in the namespace
+    assert sorted(actions) == [
+        "cloudwatch:PutMetricData", "eks:DescribeCluster", "eks:ListClusters", "lambda:InvokeFunction",
+        "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:ListBucket", "sqs:SendMessage",
+        "sts:AssumeRole"]
+    assert [_resources(s) for s in actions["lambda:InvokeFunction"]] == [["<CollectorFunction.Arn>"]]
+    assert [_resources(s) for s in actions["s3:GetObject"]] == [[f"arn:aws:s3:::{FLEET_OBJECT[5:]}"]]
+    (listing,) = actions["s3:ListBucket"]
+    assert (_resources(listing), listing["Condition"]) == (
+        ["<StateBucket.Arn>"], {"StringLike": {"s3:prefix": f"{STATE_PREFIX}*"}})
+    assert [_resources(s) for s in actions["eks:DescribeCluster"]] == [[f"arn:aws:eks:*:{ACCOUNT}:cluster/*"]]
+    assert [_resources(s) for s in actions["sts:AssumeRole"]] == [MEMBER_ROLES.split(",")]
+    assert actions["cloudwatch:PutMetricData"][0]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "Custom/CNI"}}
+    assert [_resources(s) for s in actions["logs:PutLogEvents"]] == [["<DispatcherLogGroup.Arn>"]]
+    assert [_resources(s) for s in actions["sqs:SendMessage"]] == [["<FailureQueue.Arn>"]]
+    # And no wildcard action; "*" only where the API has no resource type
+    for statement in stack.statements("DispatcherRole"):
+        assert all("*" not in action for action in _actions(statement)), statement
+        if "*" in _resources(statement):
+            assert set(_actions(statement)) <= UNSCOPABLE, statement
+    # And without fleet mode there is no dispatcher at all
+    assert not {"DispatcherRole", "DispatcherFunction", "DispatcherLogGroup"} & set(plain.resources())
+
+
+def test_fleet_mode_replaces_the_collectors_schedule_by_the_dispatchers() -> None:
+    # Given a fleet-mode stack every 5 minutes, fanned out 48 Invoke calls at a time, and the default stack
+    stack = Stack(**FLEET, ScheduleMinutes="5", FleetMode="fanout", DispatchConcurrency="48")
+    plain = Stack(**SCENARIOS["names"])
+
+    # When the schedules, the dispatcher's settings and the failure queue's policy are read
+    collector_rule = stack.resource("CollectorFunctionSchedule")["Properties"]
+    dispatcher_rule = stack.resource("DispatcherFunctionSchedule")["Properties"]
+    dispatcher = stack.resource("DispatcherFunction")["Properties"]
+    queue_policy = stack.resource("FailureQueuePolicy")["Properties"]["PolicyDocument"]["Statement"][0]
+
+    # Then the collector's rule is disabled and the dispatcher's runs on the period instead
+    assert (collector_rule["State"], dispatcher_rule.get("State", "ENABLED")) == ("DISABLED", "ENABLED")
+    assert plain.resource("CollectorFunctionSchedule")["Properties"]["State"] == "ENABLED"
+    assert dispatcher_rule["ScheduleExpression"] == "rate(5 minutes)"
+    (target,) = dispatcher_rule["Targets"]
+    assert target["Arn"] == "<DispatcherFunction.Arn>"
+    assert target["DeadLetterConfig"] == {"Arn": "<FailureQueue.Arn>"}
+    # And it names the collector, the period, the mode, its concurrency and the state objects it lists
+    env = dispatcher["Environment"]["Variables"]
+    named = ("FLEET_DOCUMENT", "COLLECTOR_FUNCTION", "FLEET_MODE", "DISPATCH_CONCURRENCY", "PERIOD_SECONDS",
+             "STATE_BUCKET", "STATE_PREFIX", "AWS_ENDPOINT_URL_LAMBDA")
+    assert {key: env[key] for key in named} == {
+        "FLEET_DOCUMENT": FLEET_OBJECT, "COLLECTOR_FUNCTION": "<CollectorFunction>", "FLEET_MODE": "fanout",
+        "DISPATCH_CONCURRENCY": "48", "PERIOD_SECONDS": 300, "STATE_BUCKET": "<StateBucket>",
+        "STATE_PREFIX": STATE_PREFIX, "AWS_ENDPOINT_URL_LAMBDA": ""}
+    # And one dispatch at a time, ending before the next one is due, never retried
+    assert dispatcher["ReservedConcurrentExecutions"] == 1
+    assert dispatcher["Timeout"] < 300
+    assert stack.resource("DispatcherFunctionEventInvokeConfig")["Properties"]["MaximumRetryAttempts"] == 0
+    # And the dispatcher's rule may put undelivered events in the failure queue, only in fleet mode
+    assert queue_policy["Condition"]["ArnEquals"]["aws:SourceArn"] == [
+        "<CollectorFunctionSchedule.Arn>", "<DashboardFunctionSchedule.Arn>",
+        "<DispatcherFunctionSchedule.Arn>"]
+
+
+def test_dispatched_period_and_timeout_follow_the_schedule() -> None:
+    # Given each schedule period the template allows, in fleet mode
+    for minutes in _source()["Parameters"]["ScheduleMinutes"]["AllowedValues"]:
+        stack = Stack(**FLEET, ScheduleMinutes=minutes)
+        dispatcher = stack.resource("DispatcherFunction")["Properties"]
+        # Then the events name the schedule's period and a dispatch ends before the next is due
+        assert dispatcher["Environment"]["Variables"]["PERIOD_SECONDS"] == int(minutes) * 60
+        assert dispatcher["Timeout"] < int(minutes) * 60
+
+
+def test_collector_async_settings_and_fleet_reads_in_fleet_mode() -> None:
+    # Given a fleet-mode stack with a 2-minute maximum event age and one retry (as CloudFormation gives the
+    # values to the transform)
+    parameters = {**FLEET, "CollectorMaxEventAgeSeconds": "120", "CollectorMaxRetryAttempts": "1"}
+    stack = Stack(_transformed(tuple(parameters.items())), **parameters)
+
+    # When the collector's invoke config, environment and policy are read
+    config = stack.resource("CollectorFunctionEventInvokeConfig")["Properties"]
+    function = stack.resource("CollectorFunction")["Properties"]
+    actions = _by_action(stack, "CollectorRole")
+
+    # Then the async settings are the parameters', failures still go to the queue
+    assert (config["MaximumEventAgeInSeconds"], config["MaximumRetryAttempts"]) == ("120", "1")
+    assert config["DestinationConfig"] == {"OnFailure": {"Destination": "<FailureQueue.Arn>"}}
+    assert function["ReservedConcurrentExecutions"] == "100"
+    # And the worker reads the fleet document (that object only) besides its state objects
+    assert function["Environment"]["Variables"]["FLEET_DOCUMENT"] == FLEET_OBJECT
+    assert sorted(r for s in actions["s3:GetObject"] for r in _resources(s)) == [
+        f"<StateBucket.Arn>/{STATE_PREFIX}*", f"arn:aws:s3:::{FLEET_OBJECT[5:]}"]
+    # And describes the clusters of its account (fleet entries and discovered ones), lists none
+    assert [_resources(s) for s in actions["eks:DescribeCluster"]] == [[f"arn:aws:eks:*:{ACCOUNT}:cluster/*"]]
+    assert "eks:ListClusters" not in actions
+    # And by default the collector is not retried and drops what waits more than one period; without fleet
+    # mode it reads its state objects only
+    plain = Stack(**SCENARIOS["names"])
+    default = plain.resource("CollectorFunctionEventInvokeConfig")["Properties"]
+    assert (default["MaximumEventAgeInSeconds"], default["MaximumRetryAttempts"]) == (60, 0)
+    reads = [r for s in _by_action(plain, "CollectorRole")["s3:GetObject"] for r in _resources(s)]
+    assert reads == [f"<StateBucket.Arn>/{STATE_PREFIX}*"]
+
+
+def test_rules_keep_fleet_mode_alone_and_fanned_out() -> None:
+    # Given fleet mode beside cluster names, with one collector invocation at a time, and as it should be
+    both = Stack(**FLEET, ClusterNames="prod")
+    serial = Stack(FleetDocument=FLEET_OBJECT)
+    # Then the rules refuse the first two and accept the last (and fleet mode alone gives the clusters)
+    assert _rules_broken(both) == [
+        "FleetDocument lists the clusters; leave ClusterNames, ClusterDiscoveryTag and ClustersJson empty."]
+    assert _rules_broken(serial) == [
+        "Fleet mode invokes the collector per cluster or group; set CollectorReservedConcurrency to the "
+        "invocations that may run at once (e.g. 100), or 0."]
+    assert _rules_broken(Stack(**FLEET)) == []
+    # And the location must be an S3 object
+    assert _parameter_problems({"FleetDocument": FLEET_OBJECT}) == []
+    assert _parameter_problems({"FleetDocument": "https://fleet-config/x.json"}) == [
+        "FleetDocument: 'https://fleet-config/x.json' does not match AllowedPattern"]
+    assert _parameter_problems({"FleetDocument": "s3://fleet-config/"}) != []
+
+
+def test_member_account_role_for_discovery_trusts_the_dispatcher_and_reads_its_regions() -> None:
+    # Given deploy/cross-account-role.yaml for discovery in two regions, as a StackSet deploys it (no names)
+    collector = "arn:aws:iam::210987654321:role/cni-metrics-CollectorRole"
+    dispatcher = "arn:aws:iam::210987654321:role/cni-metrics-DispatcherRole"
+    stack = _cross_account(CollectorRoleArn=collector, DispatcherRoleArn=dispatcher, Discovery="true",
+                           ClusterRegions="us-east-1,eu-west-1")
+
+    # When the role is read
+    (trust,) = stack.resource("ClusterAccessRole")["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    by_action = {statement["Action"]: statement for statement in stack.statements("ClusterAccessRole")}
+
+    # Then the collector and the dispatcher may assume it
+    assert trust["Principal"] == {"AWS": [collector, dispatcher]}
+    # And it lists the clusters of the regions, and describes any of its account's clusters there
+    assert sorted(by_action) == ["ec2:DescribeSubnets", "eks:DescribeCluster", "eks:ListClusters"]
+    regions = ["us-east-1", "eu-west-1"]
+    assert by_action["eks:ListClusters"]["Condition"] == {"StringEquals": {"aws:RequestedRegion": regions}}
+    describe = by_action["eks:DescribeCluster"]
+    assert _resources(describe) == [f"arn:aws:eks:*:{ACCOUNT}:cluster/*"]
+    assert describe["Condition"]["StringEquals"] == {"aws:ResourceAccount": ACCOUNT,
+                                                     "aws:RequestedRegion": regions}
+    assert _rules_broken(stack) == []
