@@ -114,7 +114,9 @@ class SimCluster:
             self.baseline = self.served_total()
         health = CollectionHealth(len(self.pods), len(nodes), len(failed))
         started = {key: self.pods[key].started_at for key in failed}
-        return ClusterCollection(self.name, "ok", None, nodes, failed, health, [], self.clock(), None, started)
+        return ClusterCollection(
+            self.name, "ok", None, nodes, failed, health, [], self.clock(), None, started
+        )
 
 
 @dataclass
