@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableSequence
 from dataclasses import dataclass
 from importlib.metadata import distribution
 from pathlib import Path
@@ -129,7 +129,7 @@ def check_compatible(function: BuiltFunction) -> None:
                              "build for this machine with `make build-local`")
 
 
-def _link_runtime_client(target: Path) -> None:
+def link_runtime_client(target: Path) -> None:
     """Make ``target`` hold only the runtime client and its dependencies (Lambda's ``/var/runtime``)."""
     for name in _RUNTIME_DISTRIBUTIONS:
         dist = distribution(name)
@@ -151,21 +151,16 @@ def invoke(function: BuiltFunction, event: bytes, variables: Mapping[str, str] |
     invocation = Invocation(event=event, function_arn=arn, timeout_seconds=function.timeout_seconds)
     with tempfile.TemporaryDirectory(prefix="lambda-") as runtime, RuntimeApiServer(invocation) as server:
         runtime_dir = Path(runtime)
-        _link_runtime_client(runtime_dir)
-        env = lambda_environment(function, runtime_dir, server.address, variables or {}, os.environ)
+        link_runtime_client(runtime_dir)
         started = time.monotonic()
-        process = subprocess.Popen(
-            [sys.executable, "-S", "-m", "awslambdaric", function.handler],
-            cwd=function.code_dir, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-        )
+        process = start_runtime(function, runtime_dir, server.address, variables or {})
         lines: list[str] = []
-        reader = threading.Thread(target=_pump, args=(process.stdout, lines, log_stream), daemon=True)
+        reader = threading.Thread(target=pump, args=(process.stdout, lines, log_stream), daemon=True)
         reader.start()
         try:
-            timeout_error = _wait(invocation, process, started)
+            timeout_error = wait_outcome(invocation, process, started)
         finally:
-            _stop(process)
+            stop_runtime(process)
             reader.join(timeout=5)
         duration_ms = (time.monotonic() - started) * 1000
     error = timeout_error or invocation.error
@@ -176,7 +171,21 @@ def invoke(function: BuiltFunction, event: bytes, variables: Mapping[str, str] |
                         logs="".join(lines), duration_ms=duration_ms)
 
 
-def _wait(invocation: Invocation, process: subprocess.Popen[str], started: float) -> dict[str, Any] | None:
+def start_runtime(function: BuiltFunction, runtime_dir: Path, api_address: str,
+                  variables: Mapping[str, str]) -> subprocess.Popen[str]:
+    """The runtime client for ``function`` (``python -S -m awslambdaric``), talking to ``api_address``;
+    its output (stdout and stderr, as Lambda sends both to the log group) on ``stdout``."""
+    env = lambda_environment(function, runtime_dir, api_address, variables, os.environ)
+    return subprocess.Popen(
+        [sys.executable, "-S", "-m", "awslambdaric", function.handler],
+        cwd=function.code_dir, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+    )
+
+
+def wait_outcome(
+    invocation: Invocation, process: subprocess.Popen[str], started: float
+) -> dict[str, Any] | None:
     """Wait for the outcome; an error document when the function timed out or the runtime died."""
     while not invocation.finished.wait(0.05):
         if process.poll() is not None and not invocation.finished.wait(0.5):
@@ -193,7 +202,7 @@ def _wait(invocation: Invocation, process: subprocess.Popen[str], started: float
     return None
 
 
-def _stop(process: subprocess.Popen[str]) -> None:
+def stop_runtime(process: subprocess.Popen[str]) -> None:
     """End the runtime (after the outcome it waits for the next event forever)."""
     if process.poll() is None:
         process.terminate()
@@ -204,7 +213,7 @@ def _stop(process: subprocess.Popen[str]) -> None:
             process.wait()
 
 
-def _pump(stream: TextIO | None, lines: list[str], echo: TextIO | None) -> None:
+def pump(stream: TextIO | None, lines: MutableSequence[str], echo: TextIO | None) -> None:
     """Collect the function's output (stdout and stderr, as Lambda sends both to its log group)."""
     if stream is None:
         return
