@@ -25,6 +25,13 @@ TARGETS: dict[str, tuple[str, ...]] = {
         "tests/unit/test_counter_model.py::test_core_publishes_exactly_the_models_increments",
     ),
     f"{CORE}/state_codec.py": ("tests/unit/test_state_codec.py",),
+    f"{CORE}/node.py": (
+        "tests/unit/test_node.py",
+        "tests/unit/test_parser.py",
+        "tests/unit/test_parser_quick_scan.py",
+        "tests/unit/test_parser_properties.py",
+    ),
+    f"{CORE}/metric_sets.py": ("tests/unit/test_metric_sets.py",),
 }
 
 

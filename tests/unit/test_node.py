@@ -173,3 +173,36 @@ def test_reduce_samples_names_the_bad_sample() -> None:
 def test_malformed_payload_raises_payload_error() -> None:
     with pytest.raises(PayloadError):
         read_node_metrics(b"awscni_ip_max nope\n")
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_the_largest_p99_and_the_first_build_version_are_kept_on_both_ways(text: bool) -> None:
+    # given two 0.99 quantiles (the larger second) and two build_info series in one payload
+    data = (
+        'awscni_aws_api_latency_ms{api="a",quantile="0.99"} 5\n'
+        'awscni_aws_api_latency_ms{api="b",quantile="0.99"} 9\n'
+        'awscni_build_info{goversion="go1",version="v1.20.0"} 1\n'
+        'awscni_build_info{goversion="go2",version="v1.23.0"} 1\n'
+    )
+    # when it is read through the quick way (bytes) or the full way (text)
+    metrics = read_node_metrics(data if text else data.encode())
+    # then the p99 is the largest served, and the version the first served
+    assert metrics.latency_p99 == 9.0
+    assert metrics.cni_version == "v1.20.0"
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_a_value_of_exactly_two_to_the_360_is_kept(text: bool) -> None:
+    # given a gauge at CloudWatch's largest accepted magnitude
+    data = f"awscni_ip_max {float(2**360)!r}\n"
+    # then both ways read it as it is
+    assert read_node_metrics(data if text else data.encode()).gauges == {"awscni_ip_max": float(2**360)}
+
+
+def test_a_refused_value_names_the_line_of_its_family_after_leading_blank_lines() -> None:
+    # given blank lines, then a good family, then a family out of range on line 5
+    data = b"\n\nawscni_assigned_ip_addresses 3\n# TYPE awscni_ip_max gauge\nawscni_ip_max 1e300\n"
+    # when it is read, then the error names line 5
+    with pytest.raises(PayloadError) as caught:
+        read_node_metrics(data)
+    assert caught.value.line == 5
