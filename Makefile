@@ -16,15 +16,19 @@ export SAM_CLI_TELEMETRY := 0
 # build makes the deployable artifact (.aws-sam/build, the template's arm64) that `sam deploy` uses.
 SAM_ENV := PATH="$(dir $(PYTHON313)):$$PATH" PYENV_VERSION=3.13.0
 HOST_ARCH := $(shell uname -m | sed -e 's/aarch64/arm64/')
-# events/dashboard-*.json are the dashboard function's, the others the collector's.
-EVENT_FUNCTION ?= $(if $(filter dashboard-%,$(notdir $(EVENT))),DashboardFunction,CollectorFunction)
+# events/dashboard-*.json are the dashboard function's, dispatcher-*.json the dispatcher's, the others the
+# collector's.
+EVENT_FUNCTION ?= $(if $(filter dashboard-%,$(notdir $(EVENT))),DashboardFunction,$(if $(filter \
+	dispatcher-%,$(notdir $(EVENT))),DispatcherFunction,CollectorFunction))
 
-.PHONY: help venv lint typecheck unit integration e2e test bench demo build build-local validate invoke clean mutate
+.PHONY: help venv lint typecheck unit integration e2e test bench demo demo-fleet build build-local validate invoke \
+	clean mutate
 
 help:
 	@echo "make demo   - run the collector on the embedded local EKS stand-in and local AWS endpoints"
+	@echo "make demo-fleet - fleet-500 fanned out by the built dispatcher through the local Invoke API"
 	@echo "make test   - ruff, mypy --strict and every test tier"
-	@echo "make bench  - benchmarks (parse/aggregate, scrape at scale)"
+	@echo "make bench  - benchmarks (parse/aggregate, scrape at scale, fleet); make bench fleet - one of them"
 	@echo "make build  - sam build (deployable, arm64);  make validate - sam validate --lint + cfn-lint"
 	@echo "make invoke EVENT=events/<file>.json - the built function under the Lambda runtime client, against local stand-ins"
 	@echo "make stand-ins - moto, the fake EKS and a CloudFormation receiver on the ports of events/env.json (sam local invoke)"
@@ -63,8 +67,16 @@ e2e: venv build-local
 test: venv lint typecheck validate build build-local
 	$(PY) -m pytest -q
 
-bench: venv
-	$(PY) -m bench
+# `make bench` runs every benchmark; `make bench fleet scrape` only those (the names are goals of their own,
+# made no-ops below while bench is among the goals).
+BENCHMARKS := $(filter-out bench,$(MAKECMDGOALS))
+bench: venv $(if $(filter fleet,$(BENCHMARKS)),build-local)
+	$(PY) -m bench $(BENCHMARKS)
+
+ifneq ($(filter bench,$(MAKECMDGOALS)),)
+$(BENCHMARKS):
+	@:
+endif
 
 # Mutation score of the pure core (devtools/mutate): each mutant of core/aggregate.py, reconcile.py and
 # state_codec.py against the module's own unit tests; fails below 95 % (about 4 minutes on one core).
@@ -73,6 +85,10 @@ mutate: venv
 
 demo: venv
 	$(PY) -m cni_demo
+
+# 500 clusters, each stand-in a process, the built functions behind the local Invoke API (about 3 minutes).
+demo-fleet: venv build-local
+	$(PY) -m cni_demo.fleet
 
 validate: venv $(SAM_VENV)/.installed
 	$(SAM) validate --lint --region us-east-1

@@ -19,8 +19,10 @@
 - An unknown function: 404 ``ResourceNotFoundException``; a payload over Lambda's limit (1 MB Event, 6 MB
   RequestResponse): 413 ``RequestEntityTooLargeException``.
 
-A worker that times out or dies is replaced by a new (cold) process. ``Record``s say what ran when, where
-(the worker's pid) and how; ``wait_idle`` waits for the queues to drain.
+A worker that times out or dies is replaced by a new (cold) process. Every worker gets
+``AWS_ENDPOINT_URL_LAMBDA`` pointing at this API (unless ``variables`` set it), so a function invoking
+another (the fleet dispatcher the collector) goes through it too. ``Record``s say what ran when, where (the
+worker's pid) and how; ``wait_idle`` waits for the queues to drain.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -65,10 +67,12 @@ InvocationType = Literal["Event", "RequestResponse"]
 
 @dataclass(frozen=True)
 class PoolConfig:
-    """One function's pool: its warm workers (the reserved concurrency) and its asynchronous settings."""
+    """One function's pool: its warm workers (the reserved concurrency), its asynchronous settings, and
+    optionally another timeout than the template's (Lambda allows up to 900 s)."""
 
     size: int = 1
     max_event_age_seconds: float = 60.0
+    timeout_seconds: int | None = None
 
 
 @dataclass
@@ -250,19 +254,21 @@ class InvokeApi:
         self._on_failure_file = on_failure_file
         self._lock = threading.Lock()
         self.pools: dict[str, Pool] = {}
-        overrides = dict(variables or {})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))  # bound: its URL is known
+        self._server.daemon_threads = True
+        overrides = {"AWS_ENDPOINT_URL_LAMBDA": self.url, **(variables or {})}
         region = overrides.get("AWS_REGION") or overrides.get("AWS_DEFAULT_REGION") or "us-east-1"
         try:
             for name, config in pools.items():
                 function = load_function(build_dir, name, region=region)
+                if config.timeout_seconds is not None:
+                    function = replace(function, timeout_seconds=config.timeout_seconds)
                 check_compatible(function)
                 applied, _ = declared_overrides(function, read_env_file(env_file, name))
                 self.pools[name] = Pool(function, config, {**applied, **overrides}, self._failed, log)
         except BaseException:
             self.close()
             raise
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="invoke-api", daemon=True)
         self._thread.start()
 
@@ -308,10 +314,9 @@ class InvokeApi:
 
     def close(self) -> None:
         """Stop serving and end every worker."""
-        server = getattr(self, "_server", None)
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        if getattr(self, "_thread", None) is not None:
+            self._server.shutdown()
+        self._server.server_close()
         for pool in self.pools.values():
             pool.close()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -124,6 +125,11 @@ class RuntimeApiServer(ThreadingHTTPServer):
         self._thread = threading.Thread(target=self.serve_forever, name="runtime-api", daemon=True)
         if invocation is not None:
             self.submit(invocation)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet when the runtime went away mid-request (a worker stopped while it waited on ``/next``)."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def submit(self, invocation: Invocation) -> None:
         """Hand ``invocation`` to the runtime at its next ``/next``."""

@@ -6,11 +6,14 @@ alone. The job runs against the in-memory store, the recording publisher and the
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from cni_metrics.adapters.aws_clients import Deadline
+from cni_metrics.collector import wiring
 from cni_metrics.collector.job import Deps, RunSummary, run_collection
 from cni_metrics.collector.settings import ClusterSpec, ConfigError, Settings, load_settings
 from cni_metrics.fleet.document import Fleet, parse_fleet
@@ -200,3 +203,19 @@ def test_a_scheduled_run_in_fleet_mode_collects_every_cluster_of_the_fleet() -> 
     assert [(c.cluster, c.status) for c in summary.clusters] == [
         ("alpha-prod", "ok"), ("beta", "ok"), ("gamma", "ok")]
     assert fleet.looked_up == []
+
+
+def test_a_warm_worker_reads_each_aws_model_once_across_collections() -> None:
+    # given two collections' sessions as the wiring makes them (a session per collection: they run in
+    # threads), bounded by the run's deadline
+    deadline = Deadline(time.monotonic() + 30)
+    first, second = (wiring._session(deadline, "us-east-1") for _ in range(2))
+    # when each makes the EC2 client (the largest model a collection loads)
+    loader = first._session.get_component("data_loader")
+    first.client("ec2", aws_access_key_id="k", aws_secret_access_key="s")
+    loaded = dict(loader._cache)
+    second.client("ec2", aws_access_key_id="k", aws_secret_access_key="s")
+    # then both sessions read models through one loader, and the second client parsed nothing new
+    assert second._session.get_component("data_loader") is loader
+    assert loader._cache == loaded
+    assert first is not second
