@@ -70,7 +70,8 @@ test: venv lint typecheck validate build build-local
 # `make bench` runs every benchmark; `make bench fleet scrape` only those (the names are goals of their own,
 # made no-ops below while bench is among the goals).
 BENCHMARKS := $(filter-out bench,$(MAKECMDGOALS))
-bench: venv $(if $(filter fleet,$(BENCHMARKS)),build-local)
+# the fleet benchmark runs the built artifact
+bench: venv $(if $(or $(filter fleet,$(BENCHMARKS)),$(if $(BENCHMARKS),,all)),build-local)
 	$(PY) -m bench $(BENCHMARKS)
 
 ifneq ($(filter bench,$(MAKECMDGOALS)),)
