@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -161,3 +162,21 @@ def cloudwatch_proxy(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Clou
     yield proxy
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _restore_cni_metrics_loggers() -> Iterator[None]:
+    """Loading a function's app.py configures every ``cni_metrics`` logger (Powertools copies its level and
+    handler to them, as it should in a function's process): give them back as they were to the next test."""
+    saved = {
+        name: (logger.level, list(logger.handlers), logger.propagate)
+        for name, logger in logging.root.manager.loggerDict.items()
+        if name.startswith("cni_metrics") and isinstance(logger, logging.Logger)
+    }
+    yield
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("cni_metrics") and isinstance(logger, logging.Logger):
+            level, handlers, propagate = saved.get(name, (logging.NOTSET, [], True))
+            logger.setLevel(level)
+            logger.handlers[:] = handlers
+            logger.propagate = propagate

@@ -218,12 +218,13 @@ def test_clusters_left_undescribed_at_the_deadline_are_one_problem(
     # when resolved 4 calls at a time
     resolution = resolve(fleet, deadline=Deadline(started + 5), concurrency=4)
     elapsed = time.monotonic() - started
-    # then by the deadline: the calls that timed out are reported each, those never made in one problem
+    # then by the deadline: the calls that timed out are reported each (at most two rounds of 4; none when a
+    # loaded machine spent the time before the first call could fit), those never made in one problem
     assert elapsed < 6
     assert resolution.clusters == ()
     timed_out = [p for p in resolution.problems if p.cluster is not None]
     (rest,) = [p for p in resolution.problems if p.cluster is None]
-    assert 1 <= len(timed_out) <= 8
+    assert len(timed_out) <= 8
     assert all("Timeout" in p.reason for p in timed_out)
     left = 40 - len(timed_out)
     assert rest.reason == f"no time left before the run's deadline: {left} of 40 clusters not described"
