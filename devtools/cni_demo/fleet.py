@@ -33,7 +33,16 @@ from typing import Any
 from fake_eks.scenario import load_scenario
 from local_lambda.invoke_api import InvokeApi, PoolConfig
 
-from cni_demo.fleet_run import ALIAS, COLLECTOR, DISPATCHER, Cycle, FleetStandIns, dispatch, fleet_stand_ins
+from cni_demo.fleet_run import (
+    ALIAS,
+    COLLECTOR,
+    DISPATCHER,
+    Cycle,
+    FleetStandIns,
+    dispatch,
+    fleet_stand_ins,
+    next_second,
+)
 from cni_demo.truth import TruthTracker
 
 BUILD = Path(".aws-sam/local/build")
@@ -171,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             truth.start_counting()
             for name in clusters:
                 stand_ins.eks.advance(name)
+            next_second(first)
             second = dispatch(api)
             print(describe("period 2", second), flush=True)
             gauges = {name: truth.observe(name) for name in clusters}

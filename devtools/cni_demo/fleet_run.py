@@ -15,6 +15,7 @@ timings and every cluster's outcome.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -166,6 +168,15 @@ def dispatch(api: InvokeApi, *, timeout: float = 300.0) -> Cycle:
     for record in records:
         cycle.outcomes.update(_outcomes(record))
     return cycle
+
+
+def next_second(cycle: Cycle) -> None:
+    """Wait until a new collection's timestamps fall in a later second than every one of ``cycle`` (the
+    datums of one cluster in one second add up in CloudWatch)."""
+    stamps = [datetime.fromisoformat(o["collected_at"]).timestamp() for o in cycle.outcomes.values()
+              if o.get("collected_at")]
+    if stamps:
+        time.sleep(max(0.0, math.floor(max(stamps)) + 1.05 - time.time()))
 
 
 def _outcomes(record: Record) -> dict[str, dict[str, Any]]:

@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 from cni_demo.fleet import check_health, compare, expected_statuses, fleet_health
-from cni_demo.fleet_run import ALIAS, COLLECTOR, DISPATCHER, FleetStandIns, dispatch, fleet_stand_ins
+from cni_demo.fleet_run import (
+    ALIAS,
+    COLLECTOR,
+    DISPATCHER,
+    FleetStandIns,
+    dispatch,
+    fleet_stand_ins,
+    next_second,
+)
 from cni_demo.truth import TruthTracker
 from local_lambda.invoke_api import InvokeApi, PoolConfig
 
@@ -63,6 +71,7 @@ def test_two_periods_fan_the_fleet_out_and_publish_the_truth(
     truth.start_counting()
     for name in clusters:
         stand_ins.eks.advance(name)
+    next_second(first)
     second = dispatch(api)
     gauges = {name: truth.observe(name) for name in clusters}
     # then the first period invoked the collector once per cluster (sizes unknown), the second packed the

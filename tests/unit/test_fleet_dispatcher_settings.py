@@ -57,7 +57,7 @@ def test_bad_configuration_is_a_clear_error(env: dict[str, str], message: str) -
 @pytest.mark.parametrize(
     ("event", "accepted"),
     [
-        (json.loads((ROOT / "events" / "dispatcher-scheduled.json").read_text()), True),
+        (json.loads((ROOT / "events" / "fleet" / "dispatcher-scheduled.json").read_text()), True),
         ({}, True),
         (None, True),
         ({"clusters": ["a"]}, False),
