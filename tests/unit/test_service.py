@@ -518,7 +518,10 @@ def test_concurrent_runs_count_every_increase_exactly(width: int) -> None:
     world.store = SlowStore()
     lock = threading.Lock()
 
+    start = threading.Barrier(width)
+
     def collect(spec: ClusterSpec, deadline: float) -> ClusterCollection:
+        time.sleep(0.02)  # a scrape takes time: the other runs of the round meet the lease meanwhile
         with lock:  # one scrape at a time (the simulated cluster is not thread-safe)
             world.clock.advance(1)
             world.clusters["alpha"].step()
@@ -527,6 +530,7 @@ def test_concurrent_runs_count_every_increase_exactly(width: int) -> None:
     outcomes: list[ClusterOutcome] = []
 
     def invoke() -> None:
+        start.wait(timeout=10)  # the round's runs start together
         outcomes.extend(world.run(collect=collect).clusters)
 
     for _ in range(20):
