@@ -18,7 +18,7 @@ SAM_ENV := PATH="$(dir $(PYTHON313)):$$PATH" PYENV_VERSION=3.13.0
 HOST_ARCH := $(shell uname -m | sed -e 's/aarch64/arm64/')
 # events/dashboard-*.json are the dashboard function's, the others the collector's (the dispatcher needs a
 # fleet document and an Invoke API: make demo-fleet runs it).
-EVENT_FUNCTION ?= $(if $(filter dashboard-%,$(notdir $(EVENT))),DashboardFunction,CollectorFunction)
+EVENT_FUNCTION ?= $(if $(filter dashboard-%,$(notdir $(EVENT))),DashboardFunction,$(if $(filter dispatcher-%,$(notdir $(EVENT))),DispatcherFunction,CollectorFunction))
 
 .PHONY: help venv lint typecheck unit integration e2e test bench demo demo-fleet build build-local validate invoke \
 	clean mutate

@@ -1,5 +1,13 @@
 """Command line: ``python -m local_lambda invoke --function NAME --event FILE [--env-vars FILE]``, and
-``python -m local_lambda stand-ins [--env-vars FILE]``: the stand-ins in the foreground, on its ports."""
+``python -m local_lambda stand-ins [--env-vars FILE]``: the stand-ins in the foreground, on its ports.
+
+The fleet dispatcher (a function whose env-vars section names FLEET_DOCUMENT and COLLECTOR_FUNCTION): with
+``--stand-ins``, the stand-ins hold a fleet document of the scenario's clusters and the Invoke API
+(``invoke_api``) serves the collector on a pool of ``--collector-workers``; the output is the dispatcher's
+result with every collector invocation it made and the on-failure records. ``stand-ins`` serves the
+collector the same way on the section's AWS_ENDPOINT_URL_LAMBDA port (for ``sam local invoke
+DispatcherFunction``).
+"""
 
 from __future__ import annotations
 
@@ -13,12 +21,16 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from local_lambda.built import BuildError
+from local_lambda.invoke_api import InvokeApi, PoolConfig
 from local_lambda.runner import invoke_built, read_env_file
 
 # How long a custom-resource invocation's answer may take to reach the receiver after the function ended.
 ANSWER_SECONDS = 10.0
+# How long the dispatcher's collector invocations may take to drain after it returned.
+FLEET_DRAIN_SECONDS = 120.0
 
 
 def _pairs(items: Sequence[str]) -> dict[str, str]:
@@ -37,24 +49,32 @@ def _is_custom_resource(event: Any) -> bool:
 
 def _invoke(args: argparse.Namespace) -> int:
     """Invoke once; print the result JSON (for a custom-resource event with stand-ins: the answer the
-    receiver got); 0 on success, 1 on a function error or an answer other than SUCCESS."""
+    receiver got; for the fleet dispatcher with stand-ins: its result and its collector invocations');
+    0 on success, 1 on a function error or an answer other than SUCCESS."""
     overrides = _pairs(args.env)
-    bucket = read_env_file(args.env_vars, args.function).get("STATE_BUCKET")
+    declared = read_env_file(args.env_vars, args.function)
     event = args.event.read_bytes()
     with ExitStack() as stack:
         local: dict[str, str] = {}
-        receiver = None
+        receiver = fleet = None
         if args.stand_ins:
             from local_lambda.stand_ins import started  # moto and the fake EKS: only when asked
 
-            running = stack.enter_context(started(args.stand_ins, bucket))
+            dispatching = bool(declared.get("FLEET_DOCUMENT") and declared.get("COLLECTOR_FUNCTION"))
+            running = stack.enter_context(started(args.stand_ins, declared.get("STATE_BUCKET"),
+                                                  fleet=declared["FLEET_DOCUMENT"] if dispatching else None))
             local, receiver, event = running.variables, running.receiver, running.local_event(event)
+            if dispatching:
+                fleet = stack.enter_context(_collector_api(args, declared, local))
+                local = {**local, "AWS_ENDPOINT_URL_LAMBDA": fleet.url}
         result = invoke_built(args.build_dir, args.function, event, args.env_vars, {**local, **overrides},
                               log_stream=None if args.quiet else sys.stderr)
         print(f"REPORT RequestId: {result.request_id} Duration: {result.duration_ms:.0f} ms", file=sys.stderr)
         if not result.ok:
             print(json.dumps(result.error, indent=2, default=str))
             return 1
+        if fleet is not None:
+            return _fleet_report(fleet, declared["COLLECTOR_FUNCTION"], result.payload)
         if receiver is None or not _is_custom_resource(json.loads(event)):
             print(json.dumps(result.payload, indent=2, default=str))
             return 0
@@ -65,6 +85,34 @@ def _invoke(args: argparse.Namespace) -> int:
             return 1
         print(json.dumps(answer["body"], indent=2))
         return 0 if answer["body"].get("Status") == "SUCCESS" else 1
+
+
+def _collector_api(args: argparse.Namespace, declared: dict[str, str], local: dict[str, str]) -> InvokeApi:
+    """The Invoke API serving the dispatcher's collector (its env-vars section, the stand-ins, fleet mode)."""
+    collector = declared["COLLECTOR_FUNCTION"]
+    config = PoolConfig(size=args.collector_workers, max_event_age_seconds=float(
+        declared.get("PERIOD_SECONDS") or 60))
+    variables = {**local, "FLEET_DOCUMENT": declared["FLEET_DOCUMENT"], "CLUSTER_NAMES": ""}
+    return InvokeApi(args.build_dir, {collector: config}, env_file=args.env_vars, variables=variables,
+                     log=None if args.quiet else sys.stderr)
+
+
+def _fleet_report(api: InvokeApi, collector: str, dispatched: Any) -> int:
+    """Wait for the dispatched collector invocations; print them with the dispatcher's result; 0 when every
+    one ran and collected its clusters."""
+    drained = api.wait_idle(FLEET_DRAIN_SECONDS)
+    records = api.records(collector)
+    report = {
+        "dispatcher": dispatched,
+        "collector": [record.payload if record.error is None else record.error for record in records],
+        "onFailure": api.on_failure,
+    }
+    print(json.dumps(report, indent=2, default=str))
+    if not drained:
+        print(f"local_lambda: collector invocations still running after {FLEET_DRAIN_SECONDS:g} s",
+              file=sys.stderr)
+    ok = all(record.error is None and record.condition is None for record in records)
+    return 0 if drained and records and ok and not api.on_failure else 1
 
 
 def _host_architecture() -> str:
@@ -86,6 +134,8 @@ def _instructions(variables: dict[str, str], env_file: Path, docker_env_file: Pa
         f"  sam local invoke CollectorFunction {options} -e events/scheduled.json --env-vars {env_file} "
         "--docker-network host",
         f"  sam local invoke DashboardFunction {options} -e events/dashboard-direct-invoke.json "
+        f"--env-vars {env_file} --docker-network host",
+        f"  sam local invoke DispatcherFunction {options} -e events/fleet/dispatcher-scheduled.json "
         f"--env-vars {env_file} --docker-network host",
         "Docker Desktop (macOS, Windows: the host's loopback as host.docker.internal; the fake EKS's cluster "
         "API servers answer on 127.0.0.1 only, so the collector can reach EKS but not the clusters):",
@@ -115,16 +165,21 @@ def _stand_ins(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with started(args.scenario, None, ports=ports) as running:
+    dispatcher = read_env_file(args.env_vars, "DispatcherFunction")
+    fleet = dispatcher.get("FLEET_DOCUMENT")
+    with ExitStack() as stack:
+        running = stack.enter_context(started(args.scenario, None, ports=ports, fleet=fleet))
         for bucket in buckets:
             running.client("s3").create_bucket(Bucket=bucket)
+        invoke = _serve_collector(stack, args, dispatcher, running.variables)
         print(f"Stand-ins of scenario {args.scenario} (Ctrl-C stops them):\n"
               f"  fake EKS (EKS, STS)         http://127.0.0.1:{ports.eks}   "
               f"clusters {', '.join(running.eks.clusters)}\n"
               f"  moto (S3, CloudWatch, EC2)  {running.moto_url}   buckets {', '.join(buckets) or '-'}, "
               "the clusters' subnets\n"
               f"  CloudFormation receiver     https://{running.receiver.netloc}  "
-              f"CA {running.receiver.ca_file}\n",
+              f"CA {running.receiver.ca_file}\n"
+              f"  Lambda Invoke API           {invoke}\n",
               flush=True)
         print(_instructions(running.variables, args.env_vars, args.docker_env_vars, running.receiver.ca_file),
               flush=True)
@@ -133,6 +188,26 @@ def _stand_ins(args: argparse.Namespace) -> int:
             if answer is not None:
                 print(f"CloudFormation answer to {answer['path']}: {json.dumps(answer['body'])}", flush=True)
     return 0
+
+
+def _serve_collector(stack: ExitStack, args: argparse.Namespace, dispatcher: dict[str, str],
+                     local: dict[str, str]) -> str:
+    """With the env-vars file's DispatcherFunction section and a local build: the Invoke API on its
+    AWS_ENDPOINT_URL_LAMBDA port serving the collector, for `sam local invoke DispatcherFunction`."""
+    url, collector = dispatcher.get("AWS_ENDPOINT_URL_LAMBDA"), dispatcher.get("COLLECTOR_FUNCTION")
+    if not (url and collector and dispatcher.get("FLEET_DOCUMENT")):
+        return "- (no DispatcherFunction section)"
+    port = urlsplit(url).port
+    if port is None:
+        raise ValueError(f"{args.env_vars}: DispatcherFunction AWS_ENDPOINT_URL_LAMBDA names no port: {url}")
+    try:
+        api = stack.enter_context(InvokeApi(
+            args.build_dir, {collector: PoolConfig(size=2, max_event_age_seconds=float(
+                dispatcher.get("PERIOD_SECONDS") or 60))}, env_file=args.env_vars, port=port,
+            variables={**local, "FLEET_DOCUMENT": dispatcher["FLEET_DOCUMENT"], "CLUSTER_NAMES": ""}))
+    except BuildError as error:
+        return f"- (not served: {error}; run `make build-local`)"
+    return f"{api.url}   {collector} (2 warm workers), fleet document {dispatcher['FLEET_DOCUMENT']}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,10 +228,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--build-dir", type=Path, default=Path(".aws-sam/local/build"),
                      help="sam build output (default .aws-sam/local/build: `make build-local`)")
     run.add_argument("--quiet", action="store_true", help="do not echo the function's log lines")
+    run.add_argument("--collector-workers", type=int, default=2, metavar="N",
+                     help="with --stand-ins and the fleet dispatcher: warm collector workers behind the "
+                          "local Invoke API (its reserved concurrency; default 2)")
     serve = commands.add_parser("stand-ins", help="the stand-ins in the foreground, for sam local invoke")
     serve.add_argument("--scenario", default="demo", help="fake EKS scenario (default demo)")
     serve.add_argument("--env-vars", type=Path, default=Path("events/env.json"),
                        help="env-vars file whose endpoints name the ports (default events/env.json)")
+    serve.add_argument("--build-dir", type=Path, default=Path(".aws-sam/local/build"),
+                       help="sam build output whose collector the Invoke API serves (`make build-local`)")
     serve.add_argument("--docker-env-vars", type=Path, default=Path("events/env.docker.json"),
                        help="its host.docker.internal variant, for the printed commands")
     args = parser.parse_args(argv)

@@ -249,12 +249,12 @@ class InvokeApi:
 
     def __init__(self, build_dir: Path, pools: Mapping[str, PoolConfig], *, env_file: Path | None = None,
                  variables: Mapping[str, str] | None = None, on_failure_file: Path | None = None,
-                 log: TextIO | None = None) -> None:
+                 log: TextIO | None = None, port: int = 0) -> None:
         self.on_failure: list[dict[str, Any]] = []
         self._on_failure_file = on_failure_file
         self._lock = threading.Lock()
         self.pools: dict[str, Pool] = {}
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))  # bound: its URL is known
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))  # bound: its URL is known
         self._server.daemon_threads = True
         overrides = {"AWS_ENDPOINT_URL_LAMBDA": self.url, **(variables or {})}
         region = overrides.get("AWS_REGION") or overrides.get("AWS_DEFAULT_REGION") or "us-east-1"

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import boto3
+from fake_eks.fleet import fleet_document
 from fake_eks.network import MotoNetwork
 from fake_eks.runner import ThreadedFakeEks
 from fake_eks.scenario import load_scenario
@@ -33,6 +34,7 @@ from local_lambda.receiver import RECEIVER_HOSTS, RECEIVER_PORT, CfnReceiver
 # The services each stand-in answers, by the endpoint variable botocore reads for them.
 MOTO_SERVICES = ("S3", "CLOUDWATCH", "EC2")
 EKS_SERVICES = ("EKS", "STS")
+FLEET_NAME = "local"
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,16 @@ def fixed_ports(variables: Mapping[str, str]) -> Ports:
     return Ports(moto=port_of(MOTO_SERVICES), eks=port_of(EKS_SERVICES), receiver=RECEIVER_PORT)
 
 
+def put_fleet_document(running: StandIns, location: str) -> None:
+    """A fleet document at ``location`` (``s3://bucket/key``) naming each of the stand-in's clusters."""
+    bucket, _, key = location.removeprefix("s3://").partition("/")
+    document = fleet_document(running.eks.connection, entries=running.eks.clusters, discover=False,
+                              name=FLEET_NAME)
+    s3 = running.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(document).encode())
+
+
 def _moto_client(service: str, url: str, variables: dict[str, str]) -> Any:
     make: Any = boto3.client  # any service name (the stubs only type literal ones)
     return make(service, endpoint_url=url, region_name=variables["AWS_REGION"],
@@ -112,9 +124,10 @@ def _fake_eks(scenario: str, port: int) -> Iterator[RunningFakeEks]:
 
 @contextmanager
 def started(scenario: str, state_bucket: str | None, *, network: bool = True,
-            ports: Ports = FREE_PORTS) -> Iterator[StandIns]:
+            ports: Ports = FREE_PORTS, fleet: str | None = None) -> Iterator[StandIns]:
     """Run moto, the fake EKS ``scenario`` and the receiver for the block; create ``state_bucket`` in moto
-    and, with ``network``, the clusters' VPCs, subnets and ENIs (seconds for the demo's 115 nodes)."""
+    and, with ``network``, the clusters' VPCs, subnets and ENIs (seconds for the demo's 115 nodes); with
+    ``fleet`` (``s3://bucket/key``), a fleet document there naming every cluster of the scenario."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's access log
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=ports.moto, verbose=False)
     moto.start()
@@ -133,6 +146,8 @@ def started(scenario: str, state_bucket: str | None, *, network: bool = True,
                 running.network.provision(cluster)
             if state_bucket:
                 running.client("s3").create_bucket(Bucket=state_bucket)
+            if fleet:
+                put_fleet_document(running, fleet)
             yield running
     finally:
         moto.stop()

@@ -23,13 +23,14 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 BUILD_DIR = REPO / ".aws-sam" / "local" / "build"
 ENV_FILE = REPO / "events" / "env.json"
-EVENTS = sorted(path for path in (REPO / "events").glob("*.json") if not path.name.startswith("env"))
+EVENTS = sorted(path for path in [*(REPO / "events").glob("*.json"), *(REPO / "events").glob("*/*.json")]
+                if not path.name.startswith("env"))
 
 
 @pytest.fixture(scope="module")
 def built() -> None:
     """The local build must exist (make e2e / make test run `make build-local` first)."""
-    for function in ("CollectorFunction", "DashboardFunction"):
+    for function in ("CollectorFunction", "DashboardFunction", "DispatcherFunction"):
         try:
             load_function(BUILD_DIR, function)
         except BuildError as error:
@@ -56,6 +57,7 @@ def test_make_invoke_runs_the_sample_event(built: None, event: Path) -> None:
     function = _function_of(command)
     document: dict[str, Any] = json.loads(event.read_text())
     chosen = sorted(document.get("clusters") or read_env_file(ENV_FILE, function)["CLUSTER_NAMES"].split(","))
+    collector_env = read_env_file(ENV_FILE, "CollectorFunction")
 
     # When it runs
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
@@ -69,6 +71,17 @@ def test_make_invoke_runs_the_sample_event(built: None, event: Path) -> None:
         assert output["ok"] is True
         assert sorted(c["cluster"] for c in output["clusters"]) == chosen
         assert all(c["status"] == "ok" and c["nodes"] > 0 for c in output["clusters"]), output
+    elif function == "DispatcherFunction":
+        # the dispatcher's result, then what its Event invocations of the collector (through the local
+        # Invoke API) did: the fleet document the stand-ins wrote names each cluster of the scenario, so
+        # every configured cluster is dispatched once and collected, with nothing on the on-failure record
+        assert output["dispatcher"]["clusters"] == output["dispatcher"]["dispatched"] == len(chosen)
+        assert output["dispatcher"]["failed"] == output["dispatcher"]["problems"] == []
+        collected = [c for run in output["collector"] for c in run["clusters"]]
+        assert sorted(c["cluster"] for c in collected) == chosen
+        assert all(c["status"] == "ok" and c["nodes"] > 0 for c in collected), collected
+        assert output["onFailure"] == []
+        assert collector_env["STATE_BUCKET"] == read_env_file(ENV_FILE, function)["STATE_BUCKET"]
     elif "RequestType" in document:
         # the answer CloudFormation would get: SUCCESS for this request, physical id = the dashboard name
         assert function == "DashboardFunction"

@@ -31,10 +31,12 @@ def test_health_metrics_have_catalogue_names_and_units() -> None:
     # then every name is in the catalogue with the same unit, and the numbers add up
     assert {m.name: m.value for m in metrics} == {
         "nodesTotal": 10, "nodesScraped": 7, "nodesFailed": 2, "nodesSkipped": 1,
-        "scrapeDurationMs": 1234.5, "bytesScraped": 4096,
+        "scrapeDurationMs": 1234.5, "bytesScraped": 4096, "collectionFailed": 0,
     }
     assert all(m.unit == unit_of(m.name) for m in metrics)
     assert health.as_dict()["nodesFailedByReason"] == {"timeout": 2}
+    # and a cluster that could not be collected says so
+    assert CollectionHealth(failed=True).as_dict()["collectionFailed"] == 1
 
 
 def test_pod_reading_takes_the_aws_node_container_and_start_time() -> None:

@@ -10,6 +10,7 @@ from cni_metrics.fleet.dispatch import DispatchReport, Group, Invocation
 from cni_metrics.fleet.document import Problem, parse_fleet
 from cni_metrics.fleet.health import (
     POD_MIN_BYTES,
+    STALE_PUBLISHED,
     STATE_BASE_BYTES,
     StateObject,
     estimate_nodes,
@@ -65,6 +66,30 @@ def test_health_counts_the_fleet_its_dispatch_and_its_stale_and_new_clusters() -
     }
 
 
+def test_each_stale_cluster_gets_its_minutes_since_collected_under_its_own_id() -> None:
+    # given two stale clusters (10 and 45 minutes since their last state write) and a fresh one
+    states = {"fresh": _state(1), "ten": _state(10), "old": _state(45.25)}
+    # when the health is computed
+    health = fleet_health(_resolution(["fresh", "ten", "old"]), now=NOW, period_seconds=PERIOD, states=states)
+    # then the stalest come first, each with its own datum under its cluster id; the fresh one has none
+    assert health.stale_minutes == (("old", 45.2), ("ten", 10.0))
+    assert {cluster: [(m.name, m.value, m.unit) for m in metrics]
+            for cluster, metrics in health.stale_metrics().items()} == {
+        "old": [("minutesSinceCollected", 45.2, "Count")], "ten": [("minutesSinceCollected", 10.0, "Count")],
+    }
+
+
+def test_only_the_stalest_clusters_get_their_own_datum_but_all_are_counted() -> None:
+    # given more stale clusters than are published one by one (ages 4, 5, ... minutes)
+    ids = [f"c{n:03d}" for n in range(STALE_PUBLISHED + 7)]
+    states = {cluster: _state(4 + n) for n, cluster in enumerate(ids)}
+    # when the health is computed
+    health = fleet_health(_resolution(ids), now=NOW, period_seconds=PERIOD, states=states)
+    # then every one is counted, and the STALE_PUBLISHED oldest get their datum
+    assert {m.name: m.value for m in health.metrics()}["fleetClustersStale"] == len(ids)
+    assert [cluster for cluster, _ in health.stale_minutes] == ids[::-1][:STALE_PUBLISHED]
+
+
 def test_what_is_not_known_is_not_published() -> None:
     # given no state listing (it failed) and no dispatch (nothing to invoke)
     health = fleet_health(_resolution(["a"]), now=NOW, period_seconds=PERIOD)
@@ -72,13 +97,14 @@ def test_what_is_not_known_is_not_published() -> None:
     assert {m.name: m.value for m in health.metrics()} == {
         "fleetClusters": 1, "fleetEntriesRefused": 0, "fleetDiscoveryErrors": 0
     }
+    assert health.stale_metrics() == {}
 
 
 def test_fleet_metrics_are_new_names_with_catalogue_units_and_a_fleet_dimension() -> None:
     # given / then: names unique and unused by the per-cluster catalogue; the fleet's CLUSTER_ID can never
     # be a cluster's name (a colon)
     names = [metric.name for metric in FLEET_METRICS]
-    assert len(set(names)) == len(names) == 9
+    assert len(set(names)) == len(names) == 10
     assert not set(names) & set(METRICS_BY_NAME)
     assert {metric.unit for metric in FLEET_METRICS} <= {"Count", "Milliseconds"}
     assert {metric.source for metric in FLEET_METRICS} == {"health"}

@@ -58,6 +58,8 @@ class CollectionHealth:
     failed_by_reason: dict[str, int] = field(default_factory=dict)
     scrape_duration_ms: float = 0.0
     bytes_scraped: int = 0
+    failed: bool = False
+    """The cluster could not be collected at all (status ``error``)."""
 
     def to_metrics(self) -> list[MetricValue]:
         """The health numbers under their published names and units."""
@@ -68,6 +70,7 @@ class CollectionHealth:
             datum("nodesSkipped", float(self.nodes_skipped)),
             datum("scrapeDurationMs", round(self.scrape_duration_ms, 3)),
             datum("bytesScraped", float(self.bytes_scraped)),
+            datum("collectionFailed", 1.0 if self.failed else 0.0),
         ]
 
     def as_dict(self) -> dict[str, Any]:
@@ -149,6 +152,7 @@ def collect_cluster(
 
 
 def _failed(target: ClusterTarget, health: CollectionHealth, error: str, at: datetime) -> ClusterCollection:
+    health.failed = True
     return ClusterCollection(target.name, "error", error, [], set(), health, [], at)
 
 
@@ -221,7 +225,7 @@ def _collect(
     status: CollectionStatus = "ok"
     error = None
     if failed and not nodes and set(reasons) <= {"forbidden", "unauthorized"}:
-        status = "error"
+        status, health.failed = "error", True
         first = node_errors[0]
         what = "RBAC denies pods/proxy" if first.reason == "forbidden" else "the API server refuses the token"
         error = f"{what} in cluster {target.name}: {first.message}"

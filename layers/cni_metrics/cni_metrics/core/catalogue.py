@@ -128,6 +128,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("nodesSkipped", "Count", "health", "aws-node pods not scraped (not running, deadline)"),
     Metric("scrapeDurationMs", "Milliseconds", "health", "wall time of the cluster's scrape"),
     Metric("bytesScraped", "Bytes", "health", "payload bytes received"),
+    Metric("collectionFailed", "Count", "health",
+           "1 when the cluster could not be collected at all (sign-in, API server, RBAC, pod listing), else 0"),
     Metric("outboxDatumsDropped", "Count", "health",
            "unpublished datums dropped from the outbox (older than CloudWatch accepts, or over its cap)"),
     # capacity (cni_metrics.capacity): per zone (AvailabilityZone dimension), per subnet, per cluster
@@ -162,6 +164,8 @@ FLEET_METRICS: tuple[Metric, ...] = (
            "discovery reads that failed (a role, a region's ListClusters, a cluster's DescribeCluster)"),
     Metric("fleetDispatchDurationMs", "Milliseconds", "health",
            "wall time of the dispatcher's run: read, resolve, list, invoke"),
+    Metric("minutesSinceCollected", "Count", "health",
+           "per stale cluster, under its own CLUSTER_ID: minutes since its state object was last written"),
 )
 
 

@@ -3,9 +3,11 @@
 The state objects are listed, not read: ``list_states`` makes one ListObjectsV2 call per 1,000 clusters
 and gives each object's size and last write. A cluster whose state was last written more than
 ``stale_periods`` periods ago is *stale*: no invocation reached it (never dispatched, throttled, every
-worker late or failing before its lease). A cluster that has no state object was *never collected*. A
+worker late or failing before its lease). A cluster that has no state object was *never collected*. Each stale
+cluster also gets ``minutesSinceCollected`` under its own ``CLUSTER_ID`` (the ``STALE_PUBLISHED`` stalest
+of them: the fleet page's Metrics Insights query ranks them; ``fleetClustersStale`` counts them all). A
 cluster that is reached but broken (unreachable, RBAC, no aws-node) still writes its state every period
-(the lease, then its health datums): it shows through its own health metrics (``nodesTotal``,
+(the lease, then its health datums): it shows through its own health metrics (``collectionFailed``,
 ``nodesFailed``), not here.
 
 The size also gives an estimate of the cluster's nodes (``estimate_nodes``), which errs high: an aws-node
@@ -37,6 +39,9 @@ from cni_metrics.fleet.dispatch import DispatchReport
 from cni_metrics.fleet.resolve import Resolution
 
 STALE_PERIODS = 3
+# Stale clusters given their own minutesSinceCollected datum in one period: one publish call each, and the
+# fleet page shows the ten stalest.
+STALE_PUBLISHED = 50
 STATE_BASE_BYTES = 214
 POD_MIN_BYTES = 95
 
@@ -102,6 +107,8 @@ class FleetHealth:
     dispatched: int | None = None
     dispatch_errors: int | None = None
     stale: tuple[str, ...] | None = None
+    stale_minutes: tuple[tuple[str, float], ...] = ()
+    """The stalest clusters (at most ``STALE_PUBLISHED``, stalest first) and their minutes since collected."""
     never_collected: tuple[str, ...] | None = None
     duration_ms: float | None = None
 
@@ -121,6 +128,12 @@ class FleetHealth:
         known = {name: value for name, value in values.items() if value is not None}
         return [MetricValue(name, float(value), _UNITS[name]) for name, value in known.items()]
 
+    def stale_metrics(self) -> dict[str, list[MetricValue]]:
+        """Each of the stalest clusters' ``minutesSinceCollected`` datum, by its ``CLUSTER_ID``."""
+        unit = _UNITS["minutesSinceCollected"]
+        return {cluster: [MetricValue("minutesSinceCollected", minutes, unit)]
+                for cluster, minutes in self.stale_minutes}
+
 
 def _count(clusters: tuple[str, ...] | None) -> int | None:
     return None if clusters is None else len(clusters)
@@ -139,12 +152,16 @@ def fleet_health(
     """The fleet's health from its resolution, the state listing (None: it failed) and the dispatch."""
     ids = resolution.ids
     stale = never = None
+    stale_minutes: tuple[tuple[str, float], ...] = ()
     if states is not None:
         since = now - timedelta(seconds=stale_periods * period_seconds)
         never = tuple(cluster for cluster in ids if cluster not in states)
         stale = tuple(
             cluster for cluster in ids if cluster in states and states[cluster].last_modified < since
         )
+        ages = {cluster: (now - states[cluster].last_modified).total_seconds() / 60 for cluster in stale}
+        stalest = sorted(stale, key=lambda cluster: (-ages[cluster], cluster))[:STALE_PUBLISHED]
+        stale_minutes = tuple((cluster, round(ages[cluster], 1)) for cluster in stalest)
     return FleetHealth(
         clusters=len(ids),
         entries_refused=sum(problem.kind == "entry" for problem in resolution.problems),
@@ -153,6 +170,7 @@ def fleet_health(
         dispatched=None if report is None else report.dispatched,
         dispatch_errors=None if report is None else len(report.failed),
         stale=stale,
+        stale_minutes=stale_minutes,
         never_collected=never,
         duration_ms=duration_ms,
     )

@@ -152,13 +152,18 @@ def run_dispatch(
 
 
 def _publish(publisher: Publisher, name: str, health: FleetHealth, now: datetime) -> int:
-    """The fleet's health datums, stamped with the dispatch time; a failure is logged (no outbox: the next
-    period publishes its own)."""
-    batch = MetricBatch(f"fleet/{uuid.uuid4().hex}", now, tuple(health.metrics()))
-    result = publisher.publish(fleet_cluster_id(name), [batch])
-    if result.error or result.unpublished:
-        logger.error("fleet %s: fleet health not published: %s", name, result.error or "unpublished datums")
-    return result.published
+    """The fleet's health datums, then each stalest cluster's, stamped with the dispatch time; a failure is
+    logged (no outbox: the next period publishes its own)."""
+    published = 0
+    by_cluster = {fleet_cluster_id(name): health.metrics(), **health.stale_metrics()}
+    for cluster, metrics in by_cluster.items():
+        batch = MetricBatch(f"fleet/{uuid.uuid4().hex}", now, tuple(metrics))
+        result = publisher.publish(cluster, [batch])
+        published += result.published
+        if result.error or result.unpublished:
+            logger.error("fleet %s: health of %s not published: %s", name, cluster,
+                         result.error or "unpublished datums")
+    return published
 
 
 def _log(summary: DispatchSummary, report: DispatchReport) -> None:
