@@ -8,14 +8,12 @@ cold starts, PutMetricData failures and overlapping invocations.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -29,11 +27,11 @@ from cni_demo.truth import COUNTERS, TruthTracker
 from cni_metrics.adapters import eks_auth
 from cni_metrics.collector.settings import ConfigError
 from cni_metrics.core import catalogue
+from lambda_app import LambdaContext, load_app
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-APP = ROOT / "functions" / "collector" / "app.py"
 SCHEDULED = json.loads((ROOT / "events" / "scheduled.json").read_text())
 STATE_BUCKET = "cni-metrics-test-state"
 SCENARIO: dict[str, Any] = {
@@ -51,44 +49,21 @@ SCENARIO: dict[str, Any] = {
     ],
 }
 CLUSTERS = ["it-alpha", "it-beta"]
-# A context for a subprocess invocation (a real cold start: a fresh interpreter imports the handler).
+# A subprocess invocation (a real cold start: a fresh interpreter imports the handler).
 CHILD = """
-import importlib.util, json, sys, time
-spec = importlib.util.spec_from_file_location("app", sys.argv[1])
-app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
-class Context:
-    function_name = "collector"; memory_limit_in_mb = 512; aws_request_id = "cold-start"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:collector"
-    deadline = time.monotonic() + 55
-    def get_remaining_time_in_millis(self): return int((self.deadline - time.monotonic()) * 1000)
-print("RESULT " + json.dumps(app.lambda_handler(json.loads(sys.argv[2]), Context())))
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from lambda_app import LambdaContext, load_app
+app = load_app("collector")
+context = LambdaContext(request_id="cold-start")
+print("RESULT " + json.dumps(app.lambda_handler(json.loads(sys.argv[2]), context)))
 """
-
-
-class Context:
-    """The parts of the Lambda context the handler uses (55 s timeout)."""
-
-    function_name = "collector"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:collector"
-
-    def __init__(self, seconds: float = 55.0) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-        self.deadline = time.monotonic() + seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self.deadline - time.monotonic()) * 1000)
 
 
 def load_handler() -> ModuleType:
     """A freshly imported handler module (no cached clients) and no cached EKS endpoints or tokens."""
     eks_auth.clear_caches()
-    spec = importlib.util.spec_from_file_location(f"collector_app_{uuid.uuid4().hex}", APP)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_app("collector")
 
 
 @pytest.fixture
@@ -174,11 +149,11 @@ def test_thirty_cycles_with_churn_failures_cold_starts_and_overlap_publish_the_t
             results = [run_in_fresh_process()]
         elif cycle == 20:
             handler = load_handler()
-            results = [handler.lambda_handler(SCHEDULED, Context())]
+            results = [handler.lambda_handler(SCHEDULED, LambdaContext())]
         elif cycle == 16:
             results = run_overlapping(handler)
         else:
-            results = [handler.lambda_handler(SCHEDULED, Context())]
+            results = [handler.lambda_handler(SCHEDULED, LambdaContext())]
         outcomes = [c for result in results for c in result["clusters"]]
         statuses += [c["status"] for c in outcomes]
         for cluster in CLUSTERS:
@@ -239,7 +214,7 @@ def emf_datums(doc: dict[str, Any]) -> list[tuple[str, int, str, float]]:
 
 def run_in_fresh_process() -> dict[str, Any]:
     child = subprocess.run(
-        [sys.executable, "-c", CHILD, str(APP), json.dumps(SCHEDULED)],
+        [sys.executable, "-c", CHILD, str(Path(__file__).parent), json.dumps(SCHEDULED)],
         capture_output=True, text=True, timeout=120, check=True,
     )
     line = next(line for line in child.stdout.splitlines() if line.startswith("RESULT "))
@@ -251,7 +226,7 @@ def run_overlapping(handler: ModuleType) -> list[dict[str, Any]]:
     """Two invocations at once (a slow run meeting the next schedule)."""
     results: list[dict[str, Any]] = []
     threads = [
-        threading.Thread(target=lambda: results.append(handler.lambda_handler(SCHEDULED, Context())))
+        threading.Thread(target=lambda: results.append(handler.lambda_handler(SCHEDULED, LambdaContext())))
         for _ in range(2)
     ]
     for thread in threads:
@@ -272,7 +247,7 @@ def test_emf_mode_prints_valid_documents_with_exact_gauges_and_increases(
     expected_gauges: dict[tuple[str, int], dict[str, float]] = {}
     # when four scheduled cycles run
     for cycle in range(4):
-        result = handler.lambda_handler(SCHEDULED, Context())
+        result = handler.lambda_handler(SCHEDULED, LambdaContext())
         for outcome in result["clusters"]:
             gauges = truth.observe(outcome["cluster"])
             expected_gauges[(outcome["cluster"], second(outcome["collected_at"]))] = gauges
@@ -301,11 +276,11 @@ def test_bad_event_or_configuration_changes_nothing(stand_in: Any, monkeypatch: 
     handler = load_handler()
     # when the event is not a valid one, then the invocation fails clearly
     with pytest.raises(ConfigError, match=r"invalid event: clusters\.0\.name"):
-        handler.lambda_handler({"clusters": ["no spaces allowed"]}, Context())
+        handler.lambda_handler({"clusters": ["no spaces allowed"]}, LambdaContext())
     # when the configuration is wrong, then too
     monkeypatch.setenv("PUBLISH_MODE", "statsd")
     with pytest.raises(ConfigError, match="PUBLISH_MODE"):
-        handler.lambda_handler(SCHEDULED, Context())
+        handler.lambda_handler(SCHEDULED, LambdaContext())
     # and nothing was stored or published
     assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=STATE_BUCKET)
     assert boto3.client("cloudwatch").list_metrics(Namespace="Kubernetes")["Metrics"] == []
@@ -316,7 +291,7 @@ def test_corrupt_or_missing_state_is_reported_and_publishes_no_increase(
 ) -> None:
     # given a first run, then a corrupted state object for one cluster
     handler = load_handler()
-    handler.lambda_handler(SCHEDULED, Context())
+    handler.lambda_handler(SCHEDULED, LambdaContext())
     key = "cni-metrics/state/it-alpha.json"
     boto3.client("s3").put_object(Bucket=STATE_BUCKET, Key=key, Body=b'{"format": "cni-metrics-state", "vers')
     boto3.client("s3").delete_object(Bucket=STATE_BUCKET, Key="cni-metrics/state/it-beta.json")
@@ -324,7 +299,7 @@ def test_corrupt_or_missing_state_is_reported_and_publishes_no_increase(
         stand_in.advance(cluster)
     calls_before = len(cloudwatch_proxy.delivered)
     # when the next run comes
-    result = handler.lambda_handler(SCHEDULED, Context())
+    result = handler.lambda_handler(SCHEDULED, LambdaContext())
     # then the corrupt one is rebaselined with a clear error, the missing one starts again as a first
     # run; both publish gauges and no counter increase
     alpha, beta = sorted(result["clusters"], key=lambda c: c["cluster"])
@@ -353,7 +328,7 @@ def test_clusters_discovered_by_tag_are_collected(
     monkeypatch.setenv("READ_TIMEOUT_SECONDS", "2")
     monkeypatch.setenv("PUBLISH_MARGIN_SECONDS", "5")
     # when the scheduled run comes
-    result = load_handler().lambda_handler(SCHEDULED, Context())
+    result = load_handler().lambda_handler(SCHEDULED, LambdaContext())
     # then every tagged cluster was found and collected
     assert sorted(c["cluster"] for c in result["clusters"]) == fake_eks.clusters
     assert {c["status"] for c in result["clusters"]} == {"ok"}
@@ -366,7 +341,7 @@ def test_a_run_where_no_cluster_can_be_collected_fails_the_invocation(
     monkeypatch.setenv("CLUSTER_NAMES", "it-alpha,it-missing")
     handler = load_handler()
     # when the scheduled run comes, then the invocation succeeds with the failure in its summary
-    result = handler.lambda_handler(SCHEDULED, Context())
+    result = handler.lambda_handler(SCHEDULED, LambdaContext())
     statuses = {c["cluster"]: c["status"] for c in result["clusters"]}
     assert statuses == {"it-alpha": "ok", "it-missing": "error"}
     assert result["ok"] is False
@@ -374,7 +349,7 @@ def test_a_run_where_no_cluster_can_be_collected_fails_the_invocation(
     monkeypatch.setenv("CLUSTER_NAMES", "it-missing,it-gone")
     # when the scheduled run comes, then the invocation fails (Lambda Errors, on-failure queue)
     with pytest.raises(handler.CollectionFailed) as failure:
-        handler.lambda_handler(SCHEDULED, Context())
+        handler.lambda_handler(SCHEDULED, LambdaContext())
     # and the error names each cluster and the cause the stand-in gave
     for cluster in ("it-missing", "it-gone"):
         assert f"{cluster}: error: DescribeCluster {cluster} failed: ResourceNotFoundException" in str(

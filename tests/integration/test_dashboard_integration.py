@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from dashboard_preview.__main__ import main as preview_main
 from dashboard_preview.render import fetch_page_series, render_dashboard, top_by_max
+from lambda_app import LambdaContext
 from moto.server import ThreadedMotoServer
 
 pytestmark = pytest.mark.integration
@@ -313,7 +314,7 @@ def test_schedule_finds_clusters_by_tag(aws: Any, moto_url: str, monkeypatch: py
 
 def test_alarms_left_when_time_runs_out_are_finished_by_the_next_run(aws: Any, proxy: CountingProxy) -> None:
     # given an invocation with less than the safety margin left
-    short = FakeContext(remaining_ms=int(handler.MARGIN_SECONDS * 1000) - 1)
+    short = dashboard_context(handler.MARGIN_SECONDS - 0.001)
     # when it runs for two clusters
     first = handler.handle({"clusters": ["a", "b"]}, short)
     # then the dashboard is put, and the ten alarm puts are left pending
@@ -322,7 +323,7 @@ def test_alarms_left_when_time_runs_out_are_finished_by_the_next_run(aws: Any, p
     assert (len(first["alarms"]["pending"]), first["alarms"]["put"]) == (12, [])
     assert alarm_names(aws) == []
     # when the next run has time
-    second = handler.handle({"clusters": ["a", "b"]}, FakeContext())
+    second = handler.handle({"clusters": ["a", "b"]}, dashboard_context())
     # then it puts them and leaves the unchanged dashboard alone
     assert second is not None
     assert (len(second["alarms"]["put"]), second["alarms"]["pending"]) == (12, [])
@@ -339,15 +340,9 @@ def test_direct_invoke_with_bad_clusters_is_refused(aws: Any, proxy: CountingPro
 
 
 # ----------------------------------------------------------------------------- custom resource
-@dataclass
-class FakeContext:
-    remaining_ms: int = 60_000
-    function_name: str = "cni-dashboard"
-    aws_request_id: str = "req"
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:cni-dashboard"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
+def dashboard_context(seconds: float = 60.0) -> LambdaContext:
+    """The dashboard function's Lambda context with ``seconds`` left."""
+    return LambdaContext("cni-dashboard", seconds, request_id="req")
 
 
 def cfn_event(kind: str, endpoint: CfnEndpoint, properties: dict[str, Any], physical_id: str | None = None,
@@ -376,7 +371,7 @@ def test_custom_resource_lifecycle(aws: Any, proxy: CountingProxy, cfn_endpoint:
     # given a Create request
     create = cfn_event("Create", cfn_endpoint, PROPS)
     # when the function handles it
-    assert handler.handle(create, FakeContext()) is None
+    assert handler.handle(create, dashboard_context()) is None
     # then CloudFormation hears SUCCESS with the set name as physical id, and the set exists
     answer = cfn_endpoint.next()
     assert answer["path"] == urllib.parse.urlsplit(create["ResponseURL"]).path + "?X-Amz-Signature=abc"
@@ -390,7 +385,7 @@ def test_custom_resource_lifecycle(aws: Any, proxy: CountingProxy, cfn_endpoint:
     assert utilisation["Threshold"] == 85.0
     # when an Update changes the clusters
     update = cfn_event("Update", cfn_endpoint, {**PROPS, "Clusters": "beta,gamma"}, "cni-stack", PROPS)
-    handler.handle(update, FakeContext())
+    handler.handle(update, dashboard_context())
     # then the dashboard and alarms follow
     answer = cfn_endpoint.next()
     assert (answer["body"]["Status"], answer["body"]["PhysicalResourceId"]) == ("SUCCESS", "cni-stack")
@@ -399,13 +394,13 @@ def test_custom_resource_lifecycle(aws: Any, proxy: CountingProxy, cfn_endpoint:
     # when an Update changes nothing the function manages
     proxy.operations.clear()
     handler.handle(cfn_event("Update", cfn_endpoint, {**PROPS, "Clusters": "gamma,beta"}, "cni-stack"),
-                   FakeContext())
+                   dashboard_context())
     # then it answers SUCCESS and writes nothing
     assert cfn_endpoint.next()["body"]["Status"] == "SUCCESS"
     assert proxy.writes() == []
     # when the stack is deleted
     handler.handle(cfn_event("Delete", cfn_endpoint, {**PROPS, "Clusters": "beta,gamma"}, "cni-stack"),
-                   FakeContext())
+                   dashboard_context())
     # then everything it made is gone
     answer = cfn_endpoint.next()
     assert (answer["body"]["Status"], answer["body"]["PhysicalResourceId"]) == ("SUCCESS", "cni-stack")
@@ -416,12 +411,12 @@ def test_custom_resource_lifecycle(aws: Any, proxy: CountingProxy, cfn_endpoint:
 def test_changing_the_threshold_updates_alarms_and_annotations(aws: Any, proxy: CountingProxy,
                                                                cfn_endpoint: CfnEndpoint) -> None:
     # given a set created with an 85% threshold
-    handler.handle(cfn_event("Create", cfn_endpoint, PROPS), FakeContext())
+    handler.handle(cfn_event("Create", cfn_endpoint, PROPS), dashboard_context())
     assert cfn_endpoint.next()["body"]["Status"] == "SUCCESS"
     proxy.operations.clear()
     # when an Update lowers it to 70%
     lowered = {**PROPS, "IpUtilizationAlarmPct": "70"}
-    handler.handle(cfn_event("Update", cfn_endpoint, lowered, "cni-stack", PROPS), FakeContext())
+    handler.handle(cfn_event("Update", cfn_endpoint, lowered, "cni-stack", PROPS), dashboard_context())
     assert cfn_endpoint.next()["body"]["Status"] == "SUCCESS"
     # then exactly the two utilisation alarms and the dashboard are rewritten
     assert sorted(proxy.writes()) == ["PutDashboard", "PutMetricAlarm", "PutMetricAlarm"]
@@ -435,14 +430,14 @@ def test_changing_the_threshold_updates_alarms_and_annotations(aws: Any, proxy: 
 
 def test_renaming_the_set_replaces_it(aws: Any, cfn_endpoint: CfnEndpoint) -> None:
     # given a set created as cni-stack
-    handler.handle(cfn_event("Create", cfn_endpoint, PROPS), FakeContext())
+    handler.handle(cfn_event("Create", cfn_endpoint, PROPS), dashboard_context())
     assert cfn_endpoint.next()["body"]["Status"] == "SUCCESS"
     # when an Update renames it, a new physical id comes back and CloudFormation deletes the old one
     renamed = {**PROPS, "DashboardName": "renamed"}
-    handler.handle(cfn_event("Update", cfn_endpoint, renamed, "cni-stack", PROPS), FakeContext())
+    handler.handle(cfn_event("Update", cfn_endpoint, renamed, "cni-stack", PROPS), dashboard_context())
     assert cfn_endpoint.next()["body"]["PhysicalResourceId"] == "renamed"
     # (the cleanup Delete is routed by its physical id, whichever properties it carries)
-    handler.handle(cfn_event("Delete", cfn_endpoint, renamed, "cni-stack"), FakeContext())
+    handler.handle(cfn_event("Delete", cfn_endpoint, renamed, "cni-stack"), dashboard_context())
     assert cfn_endpoint.next()["body"]["Status"] == "SUCCESS"
     # then only the renamed set remains
     assert list(dashboards(aws)) == ["renamed"]
@@ -454,14 +449,14 @@ def test_failed_create_answers_failed_and_its_rollback_delete_succeeds(
     # given a dashboard of the same name made by someone else, and a Create with a bad cluster name
     aws.put_dashboard(DashboardName="cni-stack", DashboardBody='{"widgets": []}')
     bad = {**PROPS, "Clusters": "alpha,not ok"}
-    handler.handle(cfn_event("Create", cfn_endpoint, bad), FakeContext())
+    handler.handle(cfn_event("Create", cfn_endpoint, bad), dashboard_context())
     # then CloudFormation hears FAILED with the reason, and nothing was written
     answer = cfn_endpoint.next()["body"]
     assert answer["Status"] == "FAILED"
     assert "invalid cluster name 'not ok'" in answer["Reason"]
     assert proxy.writes() == []
     # when CloudFormation rolls back with a Delete of the physical id it was given
-    handler.handle(cfn_event("Delete", cfn_endpoint, bad, answer["PhysicalResourceId"]), FakeContext())
+    handler.handle(cfn_event("Delete", cfn_endpoint, bad, answer["PhysicalResourceId"]), dashboard_context())
     # then the Delete succeeds and removes nothing
     assert cfn_endpoint.next()["body"]["Status"] == "SUCCESS"
     assert list(dashboards(aws)) == ["cni-stack"]
@@ -475,7 +470,7 @@ def test_cloudwatch_unreachable_answers_failed(aws: Any, cfn_endpoint: CfnEndpoi
     closed.server_close()
     monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", f"http://127.0.0.1:{port}")
     # when a Create comes
-    handler.handle(cfn_event("Create", cfn_endpoint, PROPS), FakeContext())
+    handler.handle(cfn_event("Create", cfn_endpoint, PROPS), dashboard_context())
     # then CloudFormation hears FAILED with the connection error, and the set name as physical id
     answer = cfn_endpoint.next()["body"]
     assert answer["Status"] == "FAILED"
@@ -501,7 +496,7 @@ def test_answers_failed_before_the_lambda_timeout(aws: Any, cfn_endpoint: CfnEnd
     monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", f"http://127.0.0.1:{slow.server_address[1]}")
     started = time.monotonic()
     worker = threading.Thread(target=handler.handle,
-                              args=(cfn_event("Create", cfn_endpoint, PROPS), FakeContext(remaining_ms=2000)))
+                              args=(cfn_event("Create", cfn_endpoint, PROPS), dashboard_context(2.0)))
     worker.start()
     # then CloudFormation hears FAILED "Execution timed out" before the 2 s are up
     answer = cfn_endpoint.next(timeout=10)["body"]
@@ -526,7 +521,7 @@ def test_debug_logging_never_shows_the_presigned_response_url(
         event["ResponseURL"] = event["ResponseURL"].split("?")[0] + "?" + signature
     # when a Create, a failing Create and a Delete are handled
     for event in events:
-        handler.handle(event, FakeContext())
+        handler.handle(event, dashboard_context())
     # then each was answered at its pre-signed URL
     answers = [cfn_endpoint.next() for _ in events]
     assert [a["body"]["Status"] for a in answers] == ["SUCCESS", "FAILED", "SUCCESS"]
@@ -544,7 +539,7 @@ def test_debug_logging_never_shows_the_presigned_response_url(
 
 def test_delete_removes_only_the_alarms_carrying_the_sets_marker(aws: Any, cfn_endpoint: CfnEndpoint) -> None:
     # given a set with alarms, and two alarms of somebody else under the same name prefix (no marker)
-    handler.handle(cfn_event("Create", cfn_endpoint, PROPS), FakeContext())
+    handler.handle(cfn_event("Create", cfn_endpoint, PROPS), dashboard_context())
     assert cfn_endpoint.next()["body"]["Status"] == "SUCCESS"
     foreign = {"Namespace": "Kubernetes", "MetricName": "ipUtilization", "Statistic": "Maximum",
                "Period": 300, "EvaluationPeriods": 1, "Threshold": 50.0,
@@ -554,10 +549,10 @@ def test_delete_removes_only_the_alarms_carrying_the_sets_marker(aws: Any, cfn_e
     assert len(alarm_names(aws)) == 14
     # when an Update drops a cluster, then the stack is deleted
     handler.handle(cfn_event("Update", cfn_endpoint, {**PROPS, "Clusters": "alpha"}, "cni-stack", PROPS),
-                   FakeContext())
+                   dashboard_context())
     assert cfn_endpoint.next()["body"]["Status"] == "SUCCESS"
     assert len(alarm_names(aws)) == 8
-    handler.handle(cfn_event("Delete", cfn_endpoint, PROPS, "cni-stack"), FakeContext())
+    handler.handle(cfn_event("Delete", cfn_endpoint, PROPS, "cni-stack"), dashboard_context())
     assert cfn_endpoint.next()["body"]["Status"] == "SUCCESS"
     # then the set's alarms are gone and the foreign ones survived both
     assert alarm_names(aws) == ["cni-stack/alpha/team-watch", "cni-stack/other/ip-utilization"]

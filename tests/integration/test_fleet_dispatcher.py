@@ -5,14 +5,11 @@ role on the EKS stand-in, the collector's Event invocations through the recordin
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
@@ -22,7 +19,8 @@ from cni_metrics.fleet import document as fleet_document
 from cni_metrics.fleet import resolve as fleet_resolve
 from cni_metrics.fleet.job import DispatchFailed
 from cni_metrics.settings_fields import ConfigError
-from test_fleet_invoke import (  # type: ignore[import-not-found]  # tests/integration is not on mypy's path
+from lambda_app import LambdaContext, load_app
+from test_fleet_invoke import (
     FUNCTION,
     InvokeApi,
     invoke_api,  # noqa: F401 - the fixture
@@ -31,7 +29,6 @@ from test_fleet_invoke import (  # type: ignore[import-not-found]  # tests/integ
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-APP = ROOT / "functions" / "dispatcher" / "app.py"
 SCHEDULED = json.loads((ROOT / "events" / "scheduled.json").read_text())
 STATE_BUCKET = "cni-metrics-test-state"
 PREFIX = "cni-metrics/state/"
@@ -59,28 +56,9 @@ DOCUMENT: dict[str, Any] = {
 FLEET_IDS = ["own-prod", *(f"b-{i}" for i in range(8))]
 
 
-class Context:
-    """The parts of the Lambda context the handler uses."""
-
-    function_name = "dispatcher"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:dispatcher"
-
-    def __init__(self, seconds: float = 55.0) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-        self.deadline = time.monotonic() + seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self.deadline - time.monotonic()) * 1000)
-
-
-def _handler() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"dispatcher_app_{uuid.uuid4().hex}", APP)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _context() -> LambdaContext:
+    """The dispatcher's context (1024 MB, 55 s left)."""
+    return LambdaContext("dispatcher", memory_mb=1024)
 
 
 @pytest.fixture
@@ -130,7 +108,7 @@ def test_the_dispatcher_fans_the_fleet_out_and_publishes_its_health(dispatcher: 
         s3.put_object(Bucket=STATE_BUCKET, Key=f"{PREFIX}{cluster}.json", Body=b"x" * size)
     # when the scheduled dispatcher runs
     started = time.monotonic()
-    result = _handler().lambda_handler(SCHEDULED, Context())
+    result = load_app("dispatcher").lambda_handler(SCHEDULED, _context())
     seconds = time.monotonic() - started
     # then every cluster of the fleet (the alias, account B's tagged clusters in both regions; not the
     # untagged one) was named in exactly one Event invocation of the collector, with the dispatch time
@@ -163,7 +141,7 @@ def test_inline_mode_names_every_cluster_in_one_invocation(
     # given FLEET_MODE=inline
     monkeypatch.setenv("FLEET_MODE", "inline")
     # when the dispatcher runs
-    result = _handler().lambda_handler({}, Context())
+    result = load_app("dispatcher").lambda_handler({}, _context())
     # then one invocation names the whole fleet
     (request,) = dispatcher.requests
     assert sorted(request["event"]["clusters"]) == sorted(FLEET_IDS)
@@ -177,7 +155,7 @@ def test_a_fleet_document_that_cannot_be_read_fails_the_run_and_invokes_nothing(
     monkeypatch.setenv("FLEET_DOCUMENT", f"s3://{FLEET_BUCKET}/missing.json")
     # when the dispatcher runs, then it fails naming the object, and nothing was invoked
     with pytest.raises(DispatchFailed, match=f"cannot read s3://{FLEET_BUCKET}/missing.json: NoSuchKey"):
-        _handler().lambda_handler(SCHEDULED, Context())
+        load_app("dispatcher").lambda_handler(SCHEDULED, _context())
     assert dispatcher.requests == []
 
 
@@ -188,7 +166,7 @@ def test_when_no_invocation_is_accepted_the_run_fails_after_publishing_the_error
     monkeypatch.setenv("COLLECTOR_FUNCTION", "no-such-function")
     # when the dispatcher runs, then it fails with the API's error
     with pytest.raises(DispatchFailed, match="none of 9 clusters dispatched: ResourceNotFoundException"):
-        _handler().lambda_handler(SCHEDULED, Context())
+        load_app("dispatcher").lambda_handler(SCHEDULED, _context())
     # and the fleet's health says so first: every cluster a dispatch error
     health = _health("it")
     assert (health["fleetClustersDispatched"], health["fleetDispatchErrors"]) == (0.0, 9.0)
@@ -198,5 +176,5 @@ def test_an_event_naming_clusters_is_refused(dispatcher: InvokeApi) -> None:
     # given an event that names clusters (the dispatcher decides which; an event never does)
     # when the dispatcher is invoked with it, then it is refused and nothing was invoked
     with pytest.raises(ConfigError, match="the dispatcher takes its schedule's event"):
-        _handler().lambda_handler({"clusters": ["b-1"]}, Context())
+        load_app("dispatcher").lambda_handler({"clusters": ["b-1"]}, _context())
     assert dispatcher.requests == []

@@ -14,8 +14,8 @@ import pytest
 from cni_metrics.fleet import document as fleet_document
 from cni_metrics.fleet.job import build_dispatch_deps, run_dispatch
 from cni_metrics.fleet.settings import load_dispatcher_settings
-from conftest import STATE_BUCKET  # type: ignore[import-not-found]
-from test_fleet_invoke import (  # type: ignore[import-not-found]  # tests/integration is not on mypy's path
+from conftest import STATE_BUCKET
+from test_fleet_invoke import (
     FUNCTION,
     InvokeApi,
     invoke_api,  # noqa: F401 - the fixture

@@ -6,14 +6,10 @@ errors of their own that change nothing of the others' numbers."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
@@ -22,11 +18,10 @@ from cni_demo.truth import TruthTracker
 from cni_metrics.adapters import eks_auth
 from cni_metrics.fleet import document as fleet_document
 from cni_metrics.fleet import resolve as fleet_resolve
+from lambda_app import LambdaContext, load_app
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = ROOT / "functions" / "collector" / "app.py"
 STATE_BUCKET = "cni-metrics-test-state"
 FLEET_BUCKET = "cni-metrics-test-fleet"
 FLEET_KEY = "fleets/it.json"
@@ -55,30 +50,6 @@ DOCUMENT: dict[str, Any] = {
     ],
 }
 GAUGE_CHECKED = ("assignIPAddresses", "totalIPAddresses", "maxIPAddresses", "eniAllocated")
-
-
-class Context:
-    """The parts of the Lambda context the handler uses."""
-
-    function_name = "collector"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:collector"
-
-    def __init__(self, seconds: float = 55.0) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-        self.deadline = time.monotonic() + seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self.deadline - time.monotonic()) * 1000)
-
-
-def _handler() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"collector_app_{uuid.uuid4().hex}", APP)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -121,19 +92,19 @@ def _event(names: list[str]) -> dict[str, Any]:
 
 def test_a_worker_collects_fleet_ids_and_refuses_others_leaving_their_numbers(fleet_env: Any) -> None:
     # given the handler in fleet mode and the truth of the stand-in's two healthy clusters
-    handler = _handler()
+    handler = load_app("collector")
     truth = TruthTracker(fleet_env, ["a-east", "b-west"])
     started = datetime.now(UTC) - timedelta(minutes=1)
     names = ["a-prod", "b-west", "a-broken", "a-east", "nope"]
     # when two dispatched events name the alias, a cluster of account B discovered through its role, an
     # unreachable cluster, the alias's physical name and a name the fleet does not have, a second apart
-    first = handler.lambda_handler(_event(names), Context())
+    first = handler.lambda_handler(_event(names), LambdaContext())
     gauges = {name: truth.observe(name) for name in ("a-east", "b-west")}
     truth.start_counting()
     time.sleep(1.1)
     fleet_env.advance("a-east")
     fleet_env.advance("b-west")
-    second = handler.lambda_handler(_event(names), Context())
+    second = handler.lambda_handler(_event(names), LambdaContext())
     for name in ("a-east", "b-west"):
         truth.observe(name)
     # then each name is its own outcome: the two healthy ones collected, the others errors with their reason

@@ -7,49 +7,30 @@ the EventBridge event id.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from lambda_app import LambdaContext, load_app
 from local_lambda.receiver import CfnReceiver
 
 pytestmark = pytest.mark.integration
 
-FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 SIGNATURE = "X-Amz-Signature=0123456789abcdef"
-
-
-class Context:
-    """A Lambda context with a minute left."""
-
-    function_name = "fn"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:fn"
-
-    def __init__(self) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-        self.deadline = time.monotonic() + 60
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self.deadline - time.monotonic()) * 1000)
 
 
 def _load(function: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """A fresh copy of a function's app.py, logging under a service name of its own."""
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", f"test-{uuid.uuid4().hex[:8]}")
-    path = FUNCTIONS / function / "app.py"
-    spec = importlib.util.spec_from_file_location(f"{function}_app_{uuid.uuid4().hex}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_app(function)
+
+
+def _context() -> LambdaContext:
+    """A Lambda context with a minute left."""
+    return LambdaContext("fn", 60, memory_mb=256)
 
 
 def _records(text: str) -> list[dict[str, Any]]:
@@ -75,7 +56,7 @@ def test_dashboard_scheduled_run_logs_info_with_the_event_id(
     # when EventBridge's schedule invokes it
     event = {"id": "evt-dash-1", "source": "aws.events", "detail-type": "Scheduled Event",
              "time": "2026-12-04T00:00:00Z", "detail": {}}
-    app.lambda_handler(event, Context())
+    app.lambda_handler(event, _context())
     # then its INFO summary is a JSON line correlated by the event id
     records = _records(capsys.readouterr().out)
     runs = [r for r in records if str(r.get("message", "")).startswith("dashboard run")]
@@ -99,7 +80,7 @@ def test_custom_resource_run_is_correlated_by_request_id_and_never_logs_the_resp
              "PhysicalResourceId": "logs-test-gone", "ResourceType": "Custom::CniDashboard",
              "ResourceProperties": {"ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:fn"}}
     # when it is invoked
-    app.lambda_handler(event, Context())
+    app.lambda_handler(event, _context())
     # then CloudFormation got its answer, the lines carry the RequestId, and no line holds the URL
     answer = cloudformation.next_answer(timeout=10)
     assert answer is not None
@@ -123,7 +104,7 @@ def test_collector_lines_carry_the_eventbridge_event_id(
              "time": "2026-12-04T00:00:00Z", "detail": {}, "account": "123456789012", "region": "us-east-1",
              "resources": [], "version": "0"}
     with pytest.raises(ValueError, match="STATE_BUCKET"):
-        app.lambda_handler(event, Context())
+        app.lambda_handler(event, _context())
     # then its error line is correlated by the event id
     records = _records(capsys.readouterr().out)
     rejected = [r for r in records if str(r.get("message", "")).startswith("rejected")]

@@ -11,11 +11,8 @@ counts and EMF sizes per cluster are the README's cost table's; the test prints 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -28,11 +25,11 @@ from cni_metrics.adapters import eks_auth
 from cni_metrics.core import catalogue
 from cni_metrics.core.metric_sets import ALWAYS, COMPAT, SETS, STANDARD, MetricSet
 from fake_eks.network import MotoNetwork
+from lambda_app import LambdaContext, load_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
-APP = ROOT / "functions" / "collector" / "app.py"
 SCHEDULED = json.loads((ROOT / "events" / "scheduled.json").read_text())
 STATE_BUCKET = "cni-metrics-test-state"
 # Cycles per set: counters and the latency average from the second, hoursToIPExhaustion from the fifth
@@ -49,30 +46,10 @@ Series = tuple[str, tuple[tuple[str, str], ...]]
 """A metric name and its dimensions besides CLUSTER_ID (sorted): one billed custom metric."""
 
 
-class Context:
-    """The parts of the Lambda context the handler uses (55 s timeout)."""
-
-    function_name = "collector"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:collector"
-
-    def __init__(self) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-        self.deadline = time.monotonic() + 55.0
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self.deadline - time.monotonic()) * 1000)
-
-
 def load_handler() -> ModuleType:
     """The collector handler freshly imported, as a cold start (no cached clients, endpoints or tokens)."""
     eks_auth.clear_caches()
-    spec = importlib.util.spec_from_file_location(f"collector_app_{uuid.uuid4().hex}", APP)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_app("collector")
 
 
 class SetRun:
@@ -141,7 +118,7 @@ def run_set(
         handler = load_handler()
         result = SetRun()
         for cycle in range(CYCLES):
-            outcome = handler.lambda_handler(SCHEDULED, Context())
+            outcome = handler.lambda_handler(SCHEDULED, LambdaContext())
             result.statuses += [c["status"] for c in outcome["clusters"]]
             for cluster in clusters:
                 for pod in eks.truth(cluster)["pods"]:
@@ -155,7 +132,7 @@ def run_set(
         result.series = received_series(os.environ["METRICS_NAMESPACE"])
         monkeypatch.setenv("PUBLISH_MODE", "emf")
         capsys.readouterr()
-        handler.lambda_handler(SCHEDULED, Context())
+        handler.lambda_handler(SCHEDULED, LambdaContext())
         result.emf_bytes = emf_bytes(capsys.readouterr().out)
         return result
 

@@ -8,79 +8,35 @@ import gzip
 import json
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from contextlib import ExitStack
 
 import pytest
 from cni_metrics.adapters.kube import api_client, list_aws_node_pods
 from cni_metrics.adapters.scrape import PodRef, Scraper, ScrapeResult, ScrapeSettings
-from fake_eks.certs import make_cluster_tls
+from tls_server import PAYLOAD, Requests, TlsServer, ok, response
 
 pytestmark = pytest.mark.integration
 
-PAYLOAD = b"# TYPE awscni_ip_max gauge\nawscni_ip_max 15\n# TYPE awscni_add_ip_req_count counter\n" \
-    b"awscni_add_ip_req_count 3\n"
 TOKEN = "k8s-aws-v1.crafted"
 SUPERSCRIPT_TWO = b"\xb2"  # "²" in Latin-1, the charset HTTP header bytes are read in
 # the answer to a request, from its request line; returned bytes are written as they are
 Answer = Callable[[str], bytes]
 
 
-def response(status: str, body: bytes, **headers: bytes) -> bytes:
-    """An HTTP/1.1 response with the given header values as raw bytes (``Content_Length`` for
-    ``Content-Length``; the body's length unless given)."""
-    fields = {"Content-Length": str(len(body)).encode()}
-    fields.update({name.replace("_", "-"): value for name, value in headers.items()})
-    lines = [f"HTTP/1.1 {status}".encode()] + [name.encode() + b": " + v for name, v in fields.items()]
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-
-def ok() -> bytes:
-    return response("200 OK", PAYLOAD, Content_Type=b"text/plain; version=0.0.4")
-
-
-@dataclass
-class CraftedServer:
+class CraftedServer(TlsServer):
     """A TLS server answering each request with the bytes ``answer`` gives for its request line."""
 
-    answer: Answer
-    requests: list[str] = field(default_factory=list)
+    def __init__(self, answer: Answer) -> None:
+        super().__init__("crafted")
+        self.answer = answer
+        self.requests: list[str] = []
 
-    def __post_init__(self) -> None:
-        self.tls = make_cluster_tls("crafted")
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                raw, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._connection, args=(raw,), daemon=True).start()
-
-    def _connection(self, raw: socket.socket) -> None:
-        try:
-            with self.tls.server_context().wrap_socket(raw, server_side=True) as conn:
-                reader = conn.makefile("rb")
-                while True:
-                    head = b""
-                    while not head.endswith(b"\r\n\r\n"):
-                        line = reader.readline()
-                        if not line:
-                            return
-                        head += line
-                    request_line = head.split(b"\r\n", 1)[0].decode()
-                    self.requests.append(request_line)
-                    conn.sendall(self.answer(request_line))
-        except OSError:
-            return
+    def handle(self, conn: socket.socket, index: int) -> None:
+        for request in Requests(conn):
+            self.requests.append(request.line)
+            conn.sendall(self.answer(request.line))
 
 
 class Tokens:
@@ -93,16 +49,8 @@ class Tokens:
 
 @pytest.fixture
 def crafted() -> Iterator[Callable[[Answer], CraftedServer]]:
-    servers: list[CraftedServer] = []
-
-    def start(answer: Answer) -> CraftedServer:
-        server = CraftedServer(answer)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.sock.close()
+    with ExitStack() as servers:
+        yield lambda answer: servers.enter_context(CraftedServer(answer))
 
 
 def scrape(server: CraftedServer, *names: str) -> dict[str, ScrapeResult]:

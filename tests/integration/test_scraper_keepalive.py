@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from contextlib import ExitStack
 
 import pytest
 from cni_metrics.adapters.scrape import (
@@ -33,11 +33,10 @@ from cni_metrics.adapters.scrape import (
 )
 from cni_metrics.adapters.tokens import BearerTokens
 from fake_eks.certs import make_cluster_tls
+from tls_server import PAYLOAD, Requests, TlsServer
 
 pytestmark = pytest.mark.integration
 
-PAYLOAD = b"# TYPE awscni_ip_max gauge\nawscni_ip_max 15\n# TYPE awscni_add_ip_req_count counter\n" \
-    b"awscni_add_ip_req_count 3\n"
 TOKEN = "k8s-aws-v1.secret-token-value"
 # what the server does with request number n (from 0) on connection number c (from 0)
 Behaviour = Callable[[int, int], str]
@@ -46,89 +45,47 @@ Behaviour = Callable[[int, int], str]
 # ``release`` is set, telling ``arrived`` first)
 
 
-@dataclass
-class KeepAliveServer:
+class KeepAliveServer(TlsServer):
     """A TLS HTTP/1.1 server on 127.0.0.1 counting connections and requests."""
 
-    behaviour: Behaviour
-    tls_context: ssl.SSLContext
-    ca_pem: str
-    connections: int = 0
-    requests: list[tuple[int, int, str]] = field(default_factory=list)
-    listener: socket.socket = field(default_factory=socket.socket)
-    open_now: int = 0
-    most_open: int = 0  # the most connections open at once
-    refused_token: str = ""  # requests bearing it get a 401, on a connection kept alive
-    arrived: threading.Event = field(default_factory=threading.Event)
-    release: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, behaviour: Behaviour) -> None:
+        super().__init__("keepalive")
+        self.behaviour = behaviour
+        self.requests: list[tuple[int, int, str]] = []
+        self.refused_token = ""  # requests bearing it get a 401, on a connection kept alive
+        self.arrived = threading.Event()
+        self.release = threading.Event()
 
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.listener.getsockname()[1]}"
-
-    def serve(self) -> None:
-        while True:
-            try:
-                raw, _ = self.listener.accept()
-            except OSError:
+    def handle(self, sock: socket.socket, index: int) -> None:
+        requests = Requests(sock)
+        for number, request in enumerate(requests):
+            refused = bool(self.refused_token) and f"Bearer {self.refused_token}\r\n".encode() in request.head
+            action = "unauthorized" if refused else self.behaviour(index, number)
+            self.requests.append((index, number, action))
+            if action == "drop":
                 return
-            index = self.connections
-            self.connections += 1
-            threading.Thread(target=self._connection, args=(raw, index), daemon=True).start()
-
-    def _connection(self, raw: socket.socket, index: int) -> None:
-        with self.lock:
-            self.open_now += 1
-            self.most_open = max(self.most_open, self.open_now)
-        try:
-            self._serve_connection(raw, index)
-        finally:
-            with self.lock:
-                self.open_now -= 1
-
-    def _serve_connection(self, raw: socket.socket, index: int) -> None:
-        try:
-            with self.tls_context.wrap_socket(raw, server_side=True) as sock:
-                reader = sock.makefile("rb")
-                number = 0
-                while True:
-                    head = b""
-                    while not head.endswith(b"\r\n\r\n"):
-                        line = reader.readline()
-                        if not line:
-                            return
-                        head += line
-                    refused = bool(self.refused_token) and f"Bearer {self.refused_token}\r\n".encode() in head
-                    action = "unauthorized" if refused else self.behaviour(index, number)
-                    self.requests.append((index, number, action))
-                    number += 1
-                    if action == "drop":
-                        return
-                    if action == "silent":
-                        reader.read()  # until the client closes the connection
-                        return
-                    if action == "slow":
-                        time.sleep(0.02)
-                    if action == "held":
-                        self.arrived.set()
-                        self.release.wait(10)
-                    if action in ("unauthorized", "unavailable"):
-                        code = b"401 Unauthorized" if action == "unauthorized" else b"503 Service Unavailable"
-                        status = b'{"kind":"Status","message":"%s"}' % code
-                        sock.sendall(
-                            b"HTTP/1.1 " + code + b"\r\nContent-Type: application/json\r\n"
-                            b"Content-Length: " + str(len(status)).encode() + b"\r\n\r\n" + status
-                        )
-                        continue
-                    sock.sendall(
-                        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                        b"Content-Length: " + str(len(PAYLOAD)).encode() + b"\r\n\r\n" + PAYLOAD
-                    )
-                    if action == "ok_then_close":
-                        return
-        except (OSError, ssl.SSLError):
-            return
+            if action == "silent":
+                requests.wait_for_close()
+                return
+            if action == "slow":
+                time.sleep(0.02)
+            if action == "held":
+                self.arrived.set()
+                self.release.wait(10)
+            if action in ("unauthorized", "unavailable"):
+                code = b"401 Unauthorized" if action == "unauthorized" else b"503 Service Unavailable"
+                status = b'{"kind":"Status","message":"%s"}' % code
+                sock.sendall(
+                    b"HTTP/1.1 " + code + b"\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: " + str(len(status)).encode() + b"\r\n\r\n" + status
+                )
+                continue
+            sock.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                b"Content-Length: " + str(len(PAYLOAD)).encode() + b"\r\n\r\n" + PAYLOAD
+            )
+            if action == "ok_then_close":
+                return
 
 
 class Tokens:
@@ -148,20 +105,8 @@ def transport(request: pytest.FixtureRequest) -> Transport:
 
 @pytest.fixture
 def serve() -> Iterator[Callable[[Behaviour], KeepAliveServer]]:
-    servers: list[KeepAliveServer] = []
-
-    def start(behaviour: Behaviour) -> KeepAliveServer:
-        tls = make_cluster_tls("keepalive")
-        server = KeepAliveServer(behaviour, tls.server_context(), tls.ca_pem)
-        server.listener.bind(("127.0.0.1", 0))
-        server.listener.listen(16)
-        threading.Thread(target=server.serve, daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.listener.close()
+    with ExitStack() as servers:
+        yield lambda behaviour: servers.enter_context(KeepAliveServer(behaviour))
 
 
 def scraper_for(
@@ -175,7 +120,7 @@ def scraper_for(
 
 def _scraper(server: KeepAliveServer, transport: Transport) -> ClusterScraper:
     settings = ScrapeSettings(concurrency=1, connect_timeout=2, read_timeout=2, transport=transport)
-    return scraper_for(server.url, server.ca_pem, settings)
+    return scraper_for(server.url, server.tls.ca_pem, settings)
 
 
 def _scrape_one(scraper: ClusterScraper, pod: PodRef, deadline: float) -> ScrapeResult:
@@ -303,7 +248,7 @@ def test_never_more_connections_than_the_concurrency_and_each_is_reused(
 ) -> None:
     # given a server that answers every request after 20 ms, and a scraper with concurrency 4
     server = serve(lambda c, n: "slow")
-    scraper = scraper_for(server.url, server.ca_pem, ScrapeSettings(concurrency=4, transport=transport))
+    scraper = scraper_for(server.url, server.tls.ca_pem, ScrapeSettings(concurrency=4, transport=transport))
     pods = [PodRef(f"uid-{i}", f"aws-node-{i}") for i in range(30)]
     # when 30 pods are scraped
     try:
@@ -324,7 +269,7 @@ def test_a_server_that_never_answers_is_a_timeout_and_the_run_goes_on(
     # given a server that never answers the first connection's request, and answers on the others
     server = serve(lambda c, n: "silent" if c == 0 else "ok")
     settings = ScrapeSettings(concurrency=2, connect_timeout=1, read_timeout=0.5, transport=transport)
-    scraper = scraper_for(server.url, server.ca_pem, settings)
+    scraper = scraper_for(server.url, server.tls.ca_pem, settings)
     pods = [PodRef(f"uid-{i}", f"aws-node-{i}") for i in range(5)]
     # when five pods are scraped
     try:
@@ -365,7 +310,7 @@ def test_a_token_refused_mid_run_is_replaced_and_no_pod_sends_it_twice(
     tokens = RotatingTokens()
     server.refused_token = tokens.current
     settings = ScrapeSettings(concurrency=4, transport=transport)
-    scraper = scraper_for(server.url, server.ca_pem, settings, tokens=tokens)
+    scraper = scraper_for(server.url, server.tls.ca_pem, settings, tokens=tokens)
     pods = [PodRef(f"uid-{i}", f"aws-node-{i}") for i in range(12)]
     # when 12 pods are scraped
     try:
@@ -439,7 +384,7 @@ def test_a_pause_of_the_scraper_itself_is_not_counted_against_the_server(
             return time.monotonic() + sum(jump)
 
     settings = ScrapeSettings(concurrency=1, connect_timeout=1, read_timeout=2, transport=transport)
-    scraper = scraper_for(server.url, server.ca_pem, settings, clock=clock)
+    scraper = scraper_for(server.url, server.tls.ca_pem, settings, clock=clock)
     # when a pod is scraped
     try:
         result = _scrape_one(scraper, PodRef("uid-a", "aws-node-a"), time.monotonic() + 60)

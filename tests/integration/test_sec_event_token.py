@@ -10,15 +10,11 @@ refused naming the field, the listeners must see nothing, and the stand-in must 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from socket import socket
 from types import ModuleType
 from typing import Any
@@ -29,11 +25,10 @@ from cni_metrics.adapters import eks_auth
 from cni_metrics.collector.settings import ConfigError, load_settings
 from fake_eks.certs import make_cluster_tls
 from fake_eks.testing import RunningFakeEks
+from lambda_app import LambdaContext, load_app
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = ROOT / "functions" / "collector" / "app.py"
 STATE_BUCKET = "cni-metrics-test-state"
 TAG = "cni-metrics=enabled"
 SCENARIO: dict[str, Any] = {
@@ -146,30 +141,10 @@ FORMS: dict[str, tuple[Callable[[Listeners], dict[str, Any]], str]] = {
 }
 
 
-class Context:
-    """The parts of the Lambda context the handler uses (55 s timeout)."""
-
-    function_name = "collector"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:collector"
-
-    def __init__(self, seconds: float = 55.0) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-        self.deadline = time.monotonic() + seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self.deadline - time.monotonic()) * 1000)
-
-
 def load_handler() -> ModuleType:
     """A freshly imported handler module, no EKS endpoint or token cached."""
     eks_auth.clear_caches()
-    spec = importlib.util.spec_from_file_location(f"collector_app_{uuid.uuid4().hex}", APP)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_app("collector")
 
 
 @pytest.fixture
@@ -229,7 +204,7 @@ def test_the_handler_refuses_every_override_and_no_token_leaves(
     served_before = scrapes(eks)
     # when the collector handler is invoked with the event
     with pytest.raises(ConfigError) as raised:
-        load_handler().lambda_handler(event, Context())
+        load_handler().lambda_handler(event, LambdaContext())
     # then it is refused naming the field
     assert f"clusters.0.{field_name}: not allowed in an event" in str(raised.value)
     # and neither listener saw a connection, the stand-in served nothing, nothing was stored or published
@@ -245,7 +220,7 @@ def test_an_event_naming_a_cluster_the_deployment_does_not_configure_is_refused(
     served_before = scrapes(eks)
     # when an event names sec-beta
     with pytest.raises(ConfigError) as raised:
-        load_handler().lambda_handler({"clusters": ["sec-alpha", "sec-beta"]}, Context())
+        load_handler().lambda_handler({"clusters": ["sec-alpha", "sec-beta"]}, LambdaContext())
     # then it is refused naming its place in the event, and nothing was collected
     assert "clusters.1: 'sec-beta' is not a configured cluster" in str(raised.value)
     assert scrapes(eks) == served_before
@@ -258,7 +233,7 @@ def test_an_event_by_name_collects_the_configured_cluster_only(
     # given sec-alpha configured by name
     served_before = scrapes(eks)
     # when an event chooses it by name
-    result = load_handler().lambda_handler({"clusters": ["sec-alpha"]}, Context())
+    result = load_handler().lambda_handler({"clusters": ["sec-alpha"]}, LambdaContext())
     # then it alone is collected, from the endpoint DescribeCluster gave, and the listeners saw nothing
     assert [(c["cluster"], c["status"]) for c in result["clusters"]] == [("sec-alpha", "ok")]
     served = scrapes(eks)
@@ -277,7 +252,7 @@ def test_with_discovery_an_event_chooses_among_the_tagged_clusters_only(
     monkeypatch.setenv("CLUSTER_DISCOVERY_TAG", TAG)
     served_before = scrapes(eks)
     # when an event names sec-beta and the untagged cluster
-    result = load_handler().lambda_handler({"clusters": ["sec-beta", "sec-untagged"]}, Context())
+    result = load_handler().lambda_handler({"clusters": ["sec-beta", "sec-untagged"]}, LambdaContext())
     # then sec-beta is collected, the untagged one is an error of the run and never reached, and the
     # tagged cluster the event did not name is left alone
     outcomes = {c["cluster"]: (c["status"], c["error"]) for c in result["clusters"]}

@@ -15,7 +15,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
@@ -32,6 +32,7 @@ from cni_metrics.adapters.scrape import (
 from cni_metrics.collector.cluster import collect_cluster
 from fake_eks.certs import make_cluster_tls
 from fake_eks.testing import RunningFakeEks
+from tls_server import LoopbackServer
 
 pytestmark = pytest.mark.integration
 
@@ -41,54 +42,38 @@ SCENARIO = {"name": "proxy", "seed": 5, "clusters": [{"name": CLUSTER, "nodes": 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
 
 
-@dataclass
-class ConnectProxy:
+class ConnectProxy(LoopbackServer):
     """An HTTP proxy on 127.0.0.1 that only tunnels (CONNECT), recording each tunnel's target."""
 
-    tunnels: list[str] = field(default_factory=list)
-    listener: socket.socket = field(default_factory=lambda: socket.create_server(("127.0.0.1", 0)))
+    def __init__(self) -> None:
+        super().__init__()
+        self.tunnels: list[str] = []
 
-    def __post_init__(self) -> None:
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
+    def handle(self, client: socket.socket, index: int) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = client.recv(4096)
+            if not data:
                 return
-            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
-
-    def _tunnel(self, client: socket.socket) -> None:
-        with client:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                data = client.recv(4096)
-                if not data:
-                    return
-                head += data
-            method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
-            if method != "CONNECT":
-                client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
-                return
-            host, port = target.rsplit(":", 1)
-            try:
-                upstream = socket.create_connection((host, int(port)), timeout=5)
-            except OSError:
-                client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-                return
-            self.tunnels.append(target)
-            with upstream:
-                upstream.settimeout(None)
-                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
-                back.start()
-                _pipe(client, upstream)
-                back.join()
+            head += data
+        method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+        if method != "CONNECT":
+            client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            return
+        host, port = target.rsplit(":", 1)
+        try:
+            upstream = socket.create_connection((host, int(port)), timeout=5)
+        except OSError:
+            client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            return
+        self.tunnels.append(target)
+        with upstream:
+            upstream.settimeout(None)
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+            back.start()
+            _pipe(client, upstream)
+            back.join()
 
 
 def _pipe(source: socket.socket, sink: socket.socket) -> None:
@@ -106,9 +91,8 @@ def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[ConnectProxy]:
     """A CONNECT proxy, no proxy variable set yet."""
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    running = ConnectProxy()
-    yield running
-    running.listener.close()
+    with ConnectProxy() as running:
+        yield running
 
 
 def _pods(eks: RunningFakeEks) -> list[PodRef]:

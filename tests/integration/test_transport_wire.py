@@ -12,10 +12,9 @@ import gzip
 import json
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from contextlib import ExitStack
 
 import pytest
 from cni_metrics.adapters.scrape import (
@@ -26,75 +25,29 @@ from cni_metrics.adapters.scrape import (
     Transport,
     open_scraper,
 )
-from fake_eks.certs import make_cluster_tls
+from tls_server import PAYLOAD, Requests, TlsServer, ok, response
 
 pytestmark = pytest.mark.integration
 
-PAYLOAD = b"# TYPE awscni_ip_max gauge\nawscni_ip_max 15\n# TYPE awscni_add_ip_req_count counter\n" \
-    b"awscni_add_ip_req_count 3\n"
 TOKEN, NEW_TOKEN = "k8s-aws-v1.crafted", "k8s-aws-v1.renewed"
 CAP = 1024 * 1024
 # the answer to a request, from its request line and its Authorization value; bytes written as they are
 Answer = Callable[[str, str], bytes]
 
 
-def response(status: str, body: bytes, **headers: bytes) -> bytes:
-    """An HTTP/1.1 response with raw header values (``Content_Length`` for ``Content-Length``; the body's
-    length unless given, none when given as b"")."""
-    fields = {"Content-Length": str(len(body)).encode()}
-    fields.update({name.replace("_", "-"): value for name, value in headers.items()})
-    lines = [f"HTTP/1.1 {status}".encode()] + [name.encode() + b": " + v for name, v in fields.items() if v]
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-
-def ok() -> bytes:
-    return response("200 OK", PAYLOAD, Content_Type=b"text/plain; version=0.0.4")
-
-
-@dataclass
-class CraftedServer:
+class CraftedServer(TlsServer):
     """A keep-alive TLS server answering each request with the bytes ``answer`` gives."""
 
-    answer: Answer
-    requests: list[tuple[str, str]] = field(default_factory=list)  # (request line, Authorization)
+    def __init__(self, answer: Answer) -> None:
+        super().__init__("crafted")
+        self.answer = answer
+        self.requests: list[tuple[str, str]] = []  # (request line, Authorization)
 
-    def __post_init__(self) -> None:
-        self.tls = make_cluster_tls("crafted")
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                raw, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._connection, args=(raw,), daemon=True).start()
-
-    def _connection(self, raw: socket.socket) -> None:
-        try:
-            with self.tls.server_context().wrap_socket(raw, server_side=True) as conn:
-                reader = conn.makefile("rb")
-                while True:
-                    lines: list[bytes] = []
-                    while not lines or lines[-1] != b"\r\n":
-                        line = reader.readline()
-                        if not line:
-                            return
-                        lines.append(line)
-                    request_line = lines[0].decode().strip()
-                    authorization = next(
-                        (line.decode().split(":", 1)[1].strip() for line in lines
-                         if line.lower().startswith(b"authorization:")), ""
-                    )
-                    self.requests.append((request_line, authorization))
-                    conn.sendall(self.answer(request_line, authorization))
-        except OSError:
-            return
+    def handle(self, conn: socket.socket, index: int) -> None:
+        for request in Requests(conn):
+            authorization = request.header("authorization")
+            self.requests.append((request.line, authorization))
+            conn.sendall(self.answer(request.line, authorization))
 
 
 class Tokens:
@@ -122,16 +75,8 @@ def transport(request: pytest.FixtureRequest) -> Transport:
 
 @pytest.fixture
 def crafted() -> Iterator[Callable[[Answer], CraftedServer]]:
-    servers: list[CraftedServer] = []
-
-    def start(answer: Answer) -> CraftedServer:
-        server = CraftedServer(answer)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.sock.close()
+    with ExitStack() as servers:
+        yield lambda answer: servers.enter_context(CraftedServer(answer))
 
 
 def scrape(
