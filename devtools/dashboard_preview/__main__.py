@@ -1,7 +1,8 @@
 """``python -m dashboard_preview --render FILE.png|FILE.html``: draw the dashboards from GetMetricData.
 
-The pages are the ones ``cni-metrics dashboard`` prints (same arguments and environment); the drawing
-needs matplotlib, which the Lambda layer never ships.
+The pages are the ones ``cni-metrics dashboard`` prints (same arguments and environment), plus, with
+``--fleet NAME``, the overview page fleet mode puts (``NAME-fleet``); the drawing needs matplotlib, which
+the Lambda layer never ships.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import boto3
 from cni_metrics.cli.dashboard import add_page_arguments, build_pages
 from cni_metrics.settings_fields import ConfigError
 
-from dashboard_preview.render import render_pages
+from dashboard_preview.render import render_pages, with_fleet_page
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,12 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="draw the graphs into a PNG (one per page) or an HTML page")
     parser.add_argument("--hours", type=float, default=3.0, help="time range read (default 3)")
     parser.add_argument("--period", type=int, help="read with this period (s) instead of the widgets'")
+    parser.add_argument("--fleet", metavar="NAME",
+                        help="also draw the fleet overview page of the fleet NAME (fleet mode's NAME-fleet)")
     args = parser.parse_args(argv)
     try:
-        settings, _clusters, pages = build_pages(args)
+        settings, clusters, pages = build_pages(args)
     except ConfigError as error:
         print(f"dashboard_preview: {error}", file=sys.stderr)
         return 2
+    pages = with_fleet_page(pages, args.fleet, settings.dashboard_options(), len(clusters))
     cloudwatch = boto3.client("cloudwatch", region_name=settings.region)
     end = datetime.now(UTC) + timedelta(minutes=1)
     start = end - timedelta(hours=args.hours)

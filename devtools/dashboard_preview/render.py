@@ -2,7 +2,10 @@
 
 For looking without AWS (CloudWatch endpoint from AWS_ENDPOINT_URL_CLOUDWATCH, e.g. moto). Only what
 this package's bodies use is drawn: line graphs (left/right axes, horizontal annotations), the "closest
-to exhaustion" bar widget (its SORT/SLICE expression evaluated here), and text widgets as plain text.
+to exhaustion" bar widget (its SORT/SLICE expression evaluated here), the fleet page's Metrics Insights
+queries (evaluated here from ListMetrics and GetMetricData, as ``InsightsQuery`` describes them: moto
+runs no SELECT; their titles say so), and text widgets as plain text. A Metrics Insights query of another
+shape is drawn as a labelled placeholder.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
+from cni_metrics.core.catalogue import DIMENSION
 from cni_metrics.dashboard.body import (
     GRID_WIDTH,
     TOP_EXPRESSION,
@@ -32,6 +36,7 @@ from cni_metrics.dashboard.body import (
     Search,
     build_dashboards,
 )
+from cni_metrics.dashboard.fleet_page import InsightsQuery, build_fleet_page
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -39,6 +44,8 @@ UNIT_WIDTH_IN = 0.8
 UNIT_HEIGHT_IN = 0.45
 DPI = 80
 _QUERIES_PER_CALL = 500
+_SELECT = re.compile(r"^\s*SELECT\s", re.IGNORECASE)
+LOCAL_QUERY_NOTE = " [Metrics Insights, evaluated here]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,20 +67,30 @@ def render_dashboard(
     start: datetime | None = None,
     end: datetime | None = None,
     period: int | None = None,
+    fleet: str | None = None,
 ) -> list[Path]:
     """Build the dashboards for ``clusters`` and draw them to ``out`` (.png, or .html embedding PNGs).
 
     A .png target gets one file per page (``out``, then ``out-2.png``, ...); returns the files written.
     Data is read from ``start`` to ``end`` (default: the last three hours) and each graph's time axis
     is fitted to the data found. ``period`` (seconds) replaces the widgets' own (60) when reading, e.g.
-    1 to see every collection of a demo that runs its cycles seconds apart.
+    1 to see every collection of a demo that runs its cycles seconds apart. ``fleet``: a fleet's name,
+    whose overview page (``NAME-fleet``) is drawn last.
     """
     options = options or DashboardOptions(region=_default_region(cloudwatch))
     client = cloudwatch or boto3.client("cloudwatch", region_name=options.region)
     end = end or datetime.now(UTC) + timedelta(minutes=1)
     start = start or end - timedelta(hours=3)
-    pages = build_dashboards(clusters, options)
+    pages = with_fleet_page(build_dashboards(clusters, options), fleet, options, len(set(clusters)))
     return render_pages(pages, Path(out), client, start, end, period)
+
+
+def with_fleet_page(pages: list[DashboardPage], fleet: str | None, options: DashboardOptions,
+                    clusters: int) -> list[DashboardPage]:
+    """``pages`` and, given a fleet's name, its overview page after them (as the dashboard function puts)."""
+    if fleet is None:
+        return pages
+    return [*pages, build_fleet_page(fleet, options, [page.name for page in pages], clusters)]
 
 
 def _default_region(cloudwatch: Any | None) -> str:
@@ -107,10 +124,12 @@ def fetch_page_series(page: DashboardPage, cloudwatch: Any, start: datetime, end
     """GetMetricData for every plain metric of the page's metric widgets, by widget index.
 
     ``period`` replaces the widgets' periods when given. A SEARCH expression of the page
-    (``DashboardPage.searches``) becomes one line per metric ListMetrics finds for it.
+    (``DashboardPage.searches``) becomes one line per metric ListMetrics finds for it; a Metrics Insights
+    query of the fleet page (``InsightsQuery``) its top clusters' lines, ranked here.
     """
     queries: list[dict[str, Any]] = []
     meta: dict[str, tuple[int, str, str]] = {}
+    series: dict[int, list[Series]] = {}
     searches = {search.expression: search for search in page.searches}
     for w_index, widget in enumerate(page.body["widgets"]):
         if widget["type"] != "metric":
@@ -120,6 +139,13 @@ def fetch_page_series(page: DashboardPage, cloudwatch: Any, start: datetime, end
             options = line[-1] if isinstance(line[-1], dict) else {}
             values = line[:-1] if options else line
             if not values:
+                insights = InsightsQuery.parse(str(options.get("expression", "")))
+                if insights is not None:
+                    query_period = period or int(options.get("period", props.get("period", 60)))
+                    label = str(options.get("label", "${LABEL}"))
+                    series.setdefault(w_index, []).extend(
+                        insights_series(cloudwatch, insights, start, end, query_period, label))
+                    continue
                 found_search = searches.get(str(options.get("expression", "")))
                 listed = _search(cloudwatch, found_search) if found_search is not None else []
                 for s_index, (found, stat, label) in enumerate(listed):
@@ -141,7 +167,6 @@ def fetch_page_series(page: DashboardPage, cloudwatch: Any, start: datetime, end
             })
             label = str(options.get("label", values[1]))
             meta[query_id] = (w_index, label, str(options.get("yAxis", "left")))
-    series: dict[int, list[Series]] = {}
     for batch_start in range(0, len(queries), _QUERIES_PER_CALL):
         batch = queries[batch_start : batch_start + _QUERIES_PER_CALL]
         results: dict[str, dict[str, Any]] = {}
@@ -163,6 +188,55 @@ def fetch_page_series(page: DashboardPage, cloudwatch: Any, start: datetime, end
             series.setdefault(w_index, []).append(Series(
                 label, axis, tuple(t for t, _ in points), tuple(float(v) for _, v in points)))
     return series
+
+
+def insights_series(cloudwatch: Any, query: InsightsQuery, start: datetime, end: datetime, period: int,
+                    label: str = "${LABEL}") -> list[Series]:
+    """What ``query`` returns, computed here: every series of its metric whose only dimension is
+    CLUSTER_ID, read with its function per ``period``, ordered by the function over the whole range (ties by
+    cluster), the first ``query.limit``; labels are ``label`` with ``${LABEL}`` (the cluster), ``${MAX}``
+    and ``${MIN}`` filled in."""
+    clusters: list[str] = []
+    for listing in cloudwatch.get_paginator("list_metrics").paginate(Namespace=query.namespace,
+                                                                    MetricName=query.metric):
+        for metric in listing.get("Metrics", []):
+            dimensions = metric.get("Dimensions", [])
+            if [d["Name"] for d in dimensions] == [DIMENSION] and dimensions[0]["Value"] not in clusters:
+                clusters.append(dimensions[0]["Value"])  # moto repeats ListMetrics entries
+    stat = "Maximum" if query.function == "MAX" else "Minimum"
+    points: dict[str, list[tuple[datetime, float]]] = {cluster: [] for cluster in clusters}
+    for batch_start in range(0, len(clusters), _QUERIES_PER_CALL):
+        batch = clusters[batch_start : batch_start + _QUERIES_PER_CALL]
+        kwargs: dict[str, Any] = {"StartTime": start, "EndTime": end, "ScanBy": "TimestampAscending",
+                                  "MetricDataQueries": [{
+                                      "Id": f"c{index}", "ReturnData": True, "MetricStat": {
+                                          "Metric": {"Namespace": query.namespace, "MetricName": query.metric,
+                                                     "Dimensions": [{"Name": DIMENSION, "Value": cluster}]},
+                                          "Period": period, "Stat": stat}}
+                                      for index, cluster in enumerate(batch)]}
+        while True:
+            response = cloudwatch.get_metric_data(**kwargs)
+            for result in response["MetricDataResults"]:
+                cluster = batch[int(result["Id"][1:])]
+                points[cluster].extend(zip(result.get("Timestamps", []), result.get("Values", []),
+                                           strict=True))
+            if not response.get("NextToken"):
+                break
+            kwargs["NextToken"] = response["NextToken"]
+    ranked: list[tuple[float, str, list[tuple[datetime, float]]]] = []
+    for cluster, found in points.items():
+        if found:
+            numbers = [float(v) for _, v in found]
+            key = max(numbers) if query.function == "MAX" else min(numbers)
+            ranked.append((-key if query.order == "DESC" else key, cluster, sorted(found)))
+    ranked.sort(key=lambda item: (item[0], item[1]))
+    result = []
+    for _, cluster, line in ranked[: query.limit]:
+        values = tuple(float(v) for _, v in line)
+        text = (label.replace("${LABEL}", cluster).replace("${MAX}", f"{max(values):g}")
+                .replace("${MIN}", f"{min(values):g}"))
+        result.append(Series(text, "left", tuple(t for t, _ in line), values))
+    return result
 
 
 def _search(cloudwatch: Any, search: Search) -> list[tuple[dict[str, Any], str, str]]:
@@ -259,10 +333,17 @@ def _draw_text(fig: Figure, box: tuple[float, float, float, float], size: tuple[
 def _draw_metric(fig: Figure, box: tuple[float, float, float, float], size: tuple[float, float],
                  props: dict[str, Any], series: list[Series], start: datetime, end: datetime) -> None:
     ax = _axes(fig, box, size, (0.5, 0.35, 0.55, 0.35))
-    ax.set_title(str(props.get("title", "")), fontsize=9, loc="left")
-    ax.tick_params(labelsize=7)
-    expressions = [line[0]["expression"] for line in props["metrics"]
+    expressions = [str(line[0]["expression"]) for line in props["metrics"]
                    if isinstance(line[0], dict) and "expression" in line[0]]
+    selects = [e for e in expressions if _SELECT.match(e)]
+    note = LOCAL_QUERY_NOTE if selects else ""
+    ax.set_title(str(props.get("title", "")) + note, fontsize=9, loc="left")
+    ax.tick_params(labelsize=7)
+    if selects and InsightsQuery.parse(selects[0]) is None:
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "Metrics Insights query (not evaluated here):\n" + textwrap.fill(selects[0], 70),
+                ha="center", va="center", transform=ax.transAxes, color="grey", fontsize=7)
+        return
     if props.get("view") == "bar" and TOP_EXPRESSION in expressions:
         top = top_by_max(series)
         ax.barh([label for label, _ in reversed(top)], [value for _, value in reversed(top)], color="#1f77b4")

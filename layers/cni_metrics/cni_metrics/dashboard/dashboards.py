@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cni_metrics.dashboard.body import DashboardPage, managed_marker
+from cni_metrics.dashboard.fleet_page import FLEET_PAGE_SUFFIX
 from cni_metrics.dashboard.validate import validate_body
 
 
@@ -22,8 +23,9 @@ class DashboardChanges:
 
 
 def owned_dashboards(cloudwatch: Any, name: str) -> list[str]:
-    """Dashboards of the set ``name``: named ``name`` or ``name-N`` and carrying its marker."""
-    pattern = re.compile(rf"^{re.escape(name)}(-[0-9]+)?$")
+    """Dashboards of the set ``name``: named ``name``, ``name-N`` or ``name-fleet`` (fleet mode's overview)
+    and carrying its marker."""
+    pattern = re.compile(rf"^{re.escape(name)}(-[0-9]+|{re.escape(FLEET_PAGE_SUFFIX)})?$")
     names: list[str] = []
     for page in cloudwatch.get_paginator("list_dashboards").paginate(DashboardNamePrefix=name):
         names.extend(e["DashboardName"] for e in page.get("DashboardEntries", []))

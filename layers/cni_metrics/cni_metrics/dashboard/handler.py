@@ -9,6 +9,10 @@
   Properties override the environment (see ``settings``).
 - Direct invoke ``{"clusters": [...]}``: dashboards for exactly those clusters.
 - Anything else (the EventBridge schedule): CLUSTER_NAMES plus clusters tagged CLUSTER_DISCOVERY_TAG.
+
+Fleet mode (FLEET_DOCUMENT): the clusters are the fleet's and the overview page ``NAME-fleet`` is put
+beside the per-cluster pages (``clusters``: the fleet document and the state listing, S3 reads only); when
+the document cannot be read the run fails before changing anything (FAILED for a custom resource).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import boto3
 from botocore.config import Config
 from crhelper import CfnResource
 
-from cni_metrics.dashboard.clusters import resolve_clusters
+from cni_metrics.dashboard.clusters import Selection, select_clusters
 from cni_metrics.dashboard.job import apply, remove
 from cni_metrics.dashboard.settings import DashboardSettings, load_dashboard_settings, parse_clusters
 from cni_metrics.settings_fields import ConfigError
@@ -33,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 # Time kept back from the Lambda timeout when putting alarms (crhelper answers 0.5 s before it).
 MARGIN_SECONDS = 10.0
+_S3_CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"mode": "standard", "total_max_attempts": 3})
 
 
 def _cloudwatch(settings: DashboardSettings) -> Any:
@@ -52,8 +57,12 @@ def _eks(settings: DashboardSettings) -> Any:
     return boto3.client("eks", region_name=settings.region) if settings.discovery_tag else None
 
 
-def _clusters_for(settings: DashboardSettings) -> list[str]:
-    return resolve_clusters(settings, _eks(settings))
+def _s3(settings: DashboardSettings) -> Any:
+    return boto3.client("s3", region_name=settings.region, config=_S3_CONFIG) if settings.fleet else None
+
+
+def _selection(settings: DashboardSettings, requested: list[str] | None = None) -> Selection:
+    return select_clusters(settings, eks=_eks(settings), s3=_s3(settings), requested=requested)
 
 
 @cache
@@ -77,7 +86,9 @@ def _helper() -> CfnResource:
         settings = load_dashboard_settings(properties=event.get("ResourceProperties"))
         # Set before working so that a failed Create still names the set; its rollback Delete cleans up.
         helper.PhysicalResourceId = settings.name
-        outcome = apply(settings, _clusters_for(settings), _cloudwatch(settings), _out_of_time(context))
+        selection = _selection(settings)
+        outcome = apply(settings, selection.clusters, _cloudwatch(settings), _out_of_time(context),
+                        selection.fleet)
         logger.info("custom resource %s: %s", event["RequestType"], outcome.summary())
         helper.Data.update({
             "DashboardNames": ",".join(outcome.dashboards.put + outcome.dashboards.unchanged),
@@ -118,9 +129,10 @@ def handle(event: Any, context: Any) -> dict[str, Any] | None:
     if "clusters" in event:
         if not isinstance(event["clusters"], list):
             raise ConfigError("clusters must be a list of cluster names")
-        clusters = list(parse_clusters(event["clusters"]))
+        selection = _selection(settings, list(parse_clusters(event["clusters"])))
     else:
-        clusters = _clusters_for(settings)
-    summary = apply(settings, clusters, _cloudwatch(settings), _out_of_time(context)).summary()
+        selection = _selection(settings)
+    summary = apply(settings, selection.clusters, _cloudwatch(settings), _out_of_time(context),
+                    selection.fleet).summary()
     logger.info("dashboard run: %s", summary)
     return summary

@@ -9,6 +9,7 @@ from typing import Any
 from cni_metrics.dashboard.alarms import AlarmChanges, desired_alarms, reconcile_alarms
 from cni_metrics.dashboard.body import build_dashboards
 from cni_metrics.dashboard.dashboards import DashboardChanges, reconcile_dashboards
+from cni_metrics.dashboard.fleet_page import build_fleet_page
 from cni_metrics.dashboard.settings import DashboardSettings
 
 
@@ -30,13 +31,18 @@ class Outcome:
 
 
 def apply(settings: DashboardSettings, clusters: Sequence[str], cloudwatch: Any,
-          out_of_time: Callable[[], bool] = lambda: False) -> Outcome:
+          out_of_time: Callable[[], bool] = lambda: False, fleet: str | None = None) -> Outcome:
     """Dashboards for ``clusters``; alarms too when enabled, else this set's alarms are removed.
 
-    Alarm puts still to do once ``out_of_time()`` are reported as pending (the next run does them).
+    ``fleet``: the fleet's name in fleet mode: its overview page (``NAME-fleet``) is put too; without it
+    a set's overview page is deleted. Alarm puts still to do once ``out_of_time()`` are reported as pending
+    (the next run does them).
     """
     names = sorted(set(clusters))
-    pages = build_dashboards(names, settings.dashboard_options())
+    options = settings.dashboard_options()
+    pages = build_dashboards(names, options)
+    if fleet is not None:
+        pages.append(build_fleet_page(fleet, options, [page.name for page in pages], len(names)))
     dashboards = reconcile_dashboards(cloudwatch, settings.name, pages)
     wanted = desired_alarms(names, settings.alarm_options()) if settings.alarms_enabled else {}
     alarms = reconcile_alarms(cloudwatch, settings.name, wanted, out_of_time)

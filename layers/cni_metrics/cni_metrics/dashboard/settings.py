@@ -4,6 +4,11 @@ Built on the same validators as the collector's (``cni_metrics.settings_fields``
 means the same thing, and is checked the same way, in both functions. METRIC_SET, METRICS_INCLUDE and
 METRICS_EXCLUDE (``MetricSelection``, the collector's fields) say which metrics the dashboard draws and
 alarms on.
+
+Fleet mode (FLEET_DOCUMENT set): ``FleetSource`` holds FLEET_DOCUMENT, STATE_BUCKET and STATE_PREFIX with
+the dispatcher's and the collector's field types (STATE_BUCKET then required, as theirs is); the clusters
+are the fleet's (``clusters``), so CLUSTER_NAMES, CLUSTERS_JSON and CLUSTER_DISCOVERY_TAG stay empty, as
+the collector requires too.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ import os
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from cni_metrics.collector.settings import StateBucket, StatePrefix
 from cni_metrics.dashboard.alarms import AlarmOptions
 from cni_metrics.dashboard.body import MAX_CLUSTERS_PER_DASHBOARD, DashboardOptions
+from cni_metrics.fleet.location import FleetDocumentLocation
 from cni_metrics.settings_fields import (
     ConfigError,
     MetricSelection,
@@ -76,6 +83,16 @@ JsonNames = Annotated[tuple[str, ...], BeforeValidator(_json_names)]
 Percent = Annotated[float, BeforeValidator(_percent)]
 
 
+class FleetSource(BaseModel):
+    """Fleet mode: the fleet document and the collector's state objects (field aliases = variable names)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    location: FleetDocumentLocation = Field(alias="FLEET_DOCUMENT")
+    state_bucket: StateBucket = Field(alias="STATE_BUCKET")
+    state_prefix: StatePrefix = Field(default="cni-metrics/state/", alias="STATE_PREFIX")
+
+
 class DashboardSettings(MetricSelection):
     """Validated settings of one run (field aliases = variable names)."""
 
@@ -95,6 +112,17 @@ class DashboardSettings(MetricSelection):
         default=20, ge=1, le=MAX_CLUSTERS_PER_DASHBOARD, alias="CLUSTERS_PER_DASHBOARD"
     )
     collector_log_group: str = Field(default="", alias="COLLECTOR_LOG_GROUP")
+    fleet: FleetSource | None = None
+    """Fleet mode (FLEET_DOCUMENT set), else None; loaded by ``load_dashboard_settings``."""
+
+    @model_validator(mode="after")
+    def _fleet_alone(self) -> DashboardSettings:
+        if self.fleet is not None and (self.named_clusters or self.json_clusters or self.discovery_tag):
+            raise ValueError(
+                "FLEET_DOCUMENT: the fleet document lists the clusters; leave CLUSTER_NAMES, CLUSTERS_JSON "
+                "and CLUSTER_DISCOVERY_TAG empty"
+            )
+        return self
 
     @property
     def cluster_names(self) -> tuple[str, ...]:
@@ -140,8 +168,28 @@ def load_dashboard_settings(
     for prop, value in (properties or {}).items():
         if prop in PROPERTY_TO_ENV and value is not None:
             merged[PROPERTY_TO_ENV[prop]] = ",".join(value) if isinstance(value, list) else str(value)
-    values = {name: value.strip() for name, value in environment_values(DashboardSettings, merged).items()}
+    problems: list[str] = []
+    fleet = None
     try:
-        return DashboardSettings.model_validate({name: value for name, value in values.items() if value})
+        fleet = _fleet_source(merged)
     except ValidationError as exc:
-        raise ConfigError("invalid dashboard settings: " + describe(exc)) from None
+        problems.append(describe(exc))
+    try:
+        settings = DashboardSettings.model_validate({**_values(DashboardSettings, merged), "fleet": fleet})
+    except ValidationError as exc:
+        problems.append(describe(exc))
+    if problems:
+        raise ConfigError("invalid dashboard settings: " + "; ".join(problems))
+    return settings
+
+
+def _values(model: type[BaseModel], env: Mapping[str, str]) -> dict[str, str]:
+    """The variables ``model`` reads, stripped; blank ones left out (they mean "the default")."""
+    values = {name: value.strip() for name, value in environment_values(model, env).items()}
+    return {name: value for name, value in values.items() if value}
+
+
+def _fleet_source(env: Mapping[str, str]) -> FleetSource | None:
+    """``FleetSource`` when FLEET_DOCUMENT is set (``ValidationError`` when it or its companions are bad)."""
+    values = _values(FleetSource, env)
+    return FleetSource.model_validate(values) if "FLEET_DOCUMENT" in values else None

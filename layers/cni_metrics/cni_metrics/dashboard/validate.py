@@ -2,6 +2,14 @@
 
 moto accepts any JSON as a body; CloudWatch does not. ``check_body`` returns every problem it finds
 (empty when the body is fine); ``validate_body`` raises ``DashboardBodyError`` listing them.
+
+A metric widget's ``metrics`` entry is a metric (namespace, name, dimension pairs, ``.``/``...``
+shorthand, then an optional options object) or an expression: an array holding only an options object
+with a non-empty ``expression`` string and an ``id`` (math, SEARCH or a Metrics Insights ``SELECT``).
+Options: ``id`` starts with a lower-case letter and is unique in the widget, ``label`` and ``stat`` are
+strings, ``visible`` a boolean, ``yAxis`` ``left`` or ``right``, ``period`` 1, 5, 10, 30 or a multiple of
+60 seconds (GetMetricData's rule: a widget's data is read with it). One widget holds at most one Metrics
+Insights query (a GetMetricData call takes one; a dashboard holds one per widget).
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ MAX_HEIGHT = 1000
 _ID = re.compile(r"^[a-z][a-zA-Z0-9_]*$")
 _REPEAT = "."
 _REPEAT_REST = "..."
+_SHORT_PERIODS = frozenset({1, 5, 10, 30})
+_INSIGHTS = re.compile(r"^\s*SELECT\s", re.IGNORECASE)
 
 
 class DashboardBodyError(ValueError):
@@ -131,6 +141,7 @@ def _check_metric_widget(props: dict[str, Any], where: str, problems: list[str])
         return
     ids: set[str] = set()
     previous: list[Any] | None = None
+    queries = 0
     for index, line in enumerate(metrics):
         at = f"{where}.metrics[{index}]"
         if not isinstance(line, list) or not line:
@@ -141,10 +152,18 @@ def _check_metric_widget(props: dict[str, Any], where: str, problems: list[str])
         if options is not None:
             _check_options(options, at, ids, problems)
         if not values:
-            if options is None or not isinstance(options.get("expression"), str):
+            entry = options or {}
+            expression = entry.get("expression")
+            if not isinstance(expression, str):
                 problems.append(f"{at}: an options-only entry needs an expression")
-            elif not isinstance(options.get("id"), str):
+            elif not expression.strip():
+                problems.append(f"{at}: the expression is empty")
+            elif not isinstance(entry.get("id"), str):
                 problems.append(f"{at}: an expression needs an id")
+            if isinstance(expression, str) and _INSIGHTS.match(expression):
+                queries += 1
+                if queries == 2:
+                    problems.append(f"{at}: a second Metrics Insights query (one per widget)")
             continue
         if options is not None and "expression" in options:
             problems.append(f"{at}: an expression entry holds only its options object")
@@ -165,6 +184,15 @@ def _check_options(options: dict[str, Any], at: str, ids: set[str], problems: li
             ids.add(ident)
     if "visible" in options and not isinstance(options["visible"], bool):
         problems.append(f"{at}: visible must be a boolean")
+    for key in ("label", "stat"):
+        if key in options and not isinstance(options[key], str):
+            problems.append(f"{at}: {key} must be a string")
+    if "yAxis" in options and options["yAxis"] not in ("left", "right"):
+        problems.append(f"{at}: yAxis must be 'left' or 'right'")
+    if "period" in options:
+        period = options["period"]
+        if not _is_int(period) or period < 1 or (period not in _SHORT_PERIODS and period % 60):
+            problems.append(f"{at}: period {period!r} must be 1, 5, 10, 30 or a multiple of 60 seconds")
 
 
 def _expand(values: list[Any], previous: list[Any] | None, at: str, problems: list[str]) -> list[Any] | None:
