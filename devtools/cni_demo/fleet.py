@@ -47,6 +47,7 @@ from cni_demo.truth import TruthTracker
 
 BUILD = Path(".aws-sam/local/build")
 TOLERANCE = 1e-6
+BROKEN_READ = ("nodesTotal", "nodesScraped", "collectionFailed")
 FLEET = "fake-eks"
 HEALTH = ("fleetClusters", "fleetInvocations", "fleetClustersDispatched", "fleetDispatchErrors",
           "fleetClustersStale", "fleetClustersNeverCollected", "fleetEntriesRefused", "fleetDiscoveryErrors")
@@ -100,7 +101,8 @@ def compare(stand_ins: FleetStandIns, truth: TruthTracker, cycle: Cycle, gauges:
             continue
         at = datetime.fromisoformat(outcome["collected_at"]).replace(microsecond=0)
         increases = truth.increases(name)
-        wanted = {**gauges[name], "nodesScraped": float(truth.served[name]), **increases}
+        wanted = {**gauges[name], "nodesScraped": float(truth.served[name]), "collectionFailed": 0.0,
+                  **increases}
         read = read_metrics(cloudwatch, cluster_id, sorted(wanted), at, at + timedelta(seconds=1))
         for metric, value in sorted(wanted.items()):
             published = read.get(metric, 0.0 if metric in increases else None)
@@ -109,19 +111,25 @@ def compare(stand_ins: FleetStandIns, truth: TruthTracker, cycle: Cycle, gauges:
     return problems
 
 
-def broken_rows(stand_ins: FleetStandIns, cycle: Cycle, expected: dict[str, str]) -> list[str]:
-    """The broken clusters as the fleet shows them: status, published nodesTotal and nodesScraped, error."""
+def broken_rows(
+    stand_ins: FleetStandIns, cycle: Cycle, expected: dict[str, str]
+) -> tuple[list[str], list[str]]:
+    """The broken clusters as the fleet shows them (status, published nodesTotal, nodesScraped and
+    collectionFailed, error), and each disagreement: ``collectionFailed`` must be 1 exactly for an error."""
     cloudwatch = stand_ins.client("cloudwatch")
-    rows = []
+    rows, problems = [], []
     for name in sorted(expected):
         outcome = cycle.outcomes.get(name, {})
         at = datetime.fromisoformat(outcome["collected_at"]) if outcome.get("collected_at") else None
-        read = {} if at is None else read_metrics(cloudwatch, name, ["nodesTotal", "nodesScraped"],
+        read = {} if at is None else read_metrics(cloudwatch, name, list(BROKEN_READ),
                                                   at.replace(microsecond=0), at + timedelta(seconds=1))
         status = outcome.get("status", "missing")
-        rows.append(f"   {name:<10} {status:<17} nodesTotal {read.get('nodesTotal')}, "
-                    f"nodesScraped {read.get('nodesScraped')}: {str(outcome.get('error'))[:80]}")
-    return rows
+        failed = 1.0 if expected[name] == "error" else 0.0
+        if read.get("collectionFailed") != failed:
+            problems.append(f"{name}: collectionFailed CloudWatch {read.get('collectionFailed')} != {failed}")
+        rows.append(f"   {name:<10} {status:<17} " + ", ".join(f"{k} {read.get(k)}" for k in BROKEN_READ)
+                    + f": {str(outcome.get('error'))[:70]}")
+    return rows, problems
 
 
 def fleet_health(stand_ins: FleetStandIns, cycle: Cycle) -> dict[str, float]:
@@ -191,8 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 f"alias {ALIAS[1]}")
             health = {"period 1": fleet_health(stand_ins, first), "period 2": fleet_health(stand_ins, second)}
             problems += check_health(health, len(clusters))
+            rows, wrong = broken_rows(stand_ins, second, expected)
+            problems += wrong
             print("\nbroken clusters (as the scenario breaks them), period 2:")
-            print("\n".join(broken_rows(stand_ins, second, expected)))
+            print("\n".join(rows))
             print(f"\nfleet health (CLUSTER_ID fleet:{FLEET}):")
             for label, values in health.items():
                 print(f"   {label}: " + ", ".join(f"{k} {v:g}" for k, v in values.items()))

@@ -133,5 +133,8 @@ def test_a_worker_collects_fleet_ids_and_refuses_others_leaving_their_numbers(fl
         assert sum(expected.values()) > 0
         assert _published(cluster_id, sorted(expected), started, end) == pytest.approx(expected), cluster_id
     # and the unreachable cluster published its health under its own id: every node unknown, none scraped
-    broken = _published("a-broken", ["nodesTotal", "nodesScraped"], started, end)
-    assert broken == {"nodesTotal": 0, "nodesScraped": 0}
+    broken = _published("a-broken", ["nodesTotal", "nodesScraped", "collectionFailed"], started, end)
+    assert broken == {"nodesTotal": 0, "nodesScraped": 0, "collectionFailed": 2}  # it failed both cycles
+    # and the healthy clusters said in both cycles that they were collected
+    for cluster_id in ("a-prod", "b-west"):
+        assert _published(cluster_id, ["collectionFailed"], started, end) == {"collectionFailed": 0}

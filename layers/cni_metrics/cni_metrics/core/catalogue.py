@@ -129,7 +129,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("scrapeDurationMs", "Milliseconds", "health", "wall time of the cluster's scrape"),
     Metric("bytesScraped", "Bytes", "health", "payload bytes received"),
     Metric("collectionFailed", "Count", "health",
-           "1 when the cluster could not be collected at all (sign-in, API server, RBAC, pod listing), else 0"),
+           "1 when the cluster could not be collected at all (sign-in, API server, RBAC, pods), else 0"),
     Metric("outboxDatumsDropped", "Count", "health",
            "unpublished datums dropped from the outbox (older than CloudWatch accepts, or over its cap)"),
     # capacity (cni_metrics.capacity): per zone (AvailabilityZone dimension), per subnet, per cluster
