@@ -15,6 +15,7 @@ from pathlib import Path
 
 import boto3
 from cni_metrics.cli.dashboard import add_page_arguments, build_pages
+from cni_metrics.dashboard.clusters import FleetUnavailable
 from cni_metrics.settings_fields import ConfigError
 
 from dashboard_preview.render import render_pages, with_fleet_page
@@ -32,11 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also draw the fleet overview page of the fleet NAME (fleet mode's NAME-fleet)")
     args = parser.parse_args(argv)
     try:
-        settings, clusters, pages = build_pages(args)
-    except ConfigError as error:
+        settings, selection, pages = build_pages(args)
+    except (ConfigError, FleetUnavailable) as error:
         print(f"dashboard_preview: {error}", file=sys.stderr)
         return 2
-    pages = with_fleet_page(pages, args.fleet, settings.dashboard_options(), len(clusters))
+    if selection.fleet is None:
+        pages = with_fleet_page(pages, args.fleet, settings.dashboard_options(), len(selection.clusters))
     cloudwatch = boto3.client("cloudwatch", region_name=settings.region)
     end = datetime.now(UTC) + timedelta(minutes=1)
     start = end - timedelta(hours=args.hours)

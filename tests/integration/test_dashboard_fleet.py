@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import matplotlib.image
 import pytest
+from cni_metrics.cli import main as cli_main
 from cni_metrics.dashboard import clusters as dashboard_clusters
 from cni_metrics.dashboard import handler
 from cni_metrics.dashboard.body import DashboardOptions
@@ -129,6 +130,28 @@ def test_a_direct_invoke_in_fleet_mode_keeps_the_fleet_page(aws: Any, fleet: Any
     assert summary is not None
     assert sorted(dashboards(aws)) == ["cni", "cni-fleet"]
     assert clusters_on({"cni": dashboards(aws)["cni"]}) == ["x", "y"]
+
+
+def test_the_cli_in_fleet_mode_prints_and_keeps_the_fleet_page(
+        aws: Any, fleet: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    # given the fleet's state objects (the entries' and two discovered clusters', all written now)
+    write_states(fleet, "prod-a", "discovered-1")
+    # when an engineer prints the pages, then puts them for two clusters of their choosing
+    assert cli_main(["dashboard", "--dry-run"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert cli_main(["dashboard", "--cluster", "x", "--cluster", "y"]) == 0
+    # then the dry run shows the fleet's clusters and its overview page, as the schedule would put them
+    assert sorted(printed) == ["cni", "cni-fleet"]
+    assert clusters_on({"cni": printed["cni"]}) == ["b", "discovered-1", "prod-a"]
+    # and the put keeps the overview page beside the chosen clusters' page (never deletes it)
+    bodies = dashboards(aws)
+    assert sorted(bodies) == ["cni", "cni-fleet"]
+    assert clusters_on({"cni": bodies["cni"]}) == ["x", "y"]
+    # and an unreadable fleet is a clear error, exit 2
+    fleet.delete_object(Bucket=FLEET_BUCKET, Key=FLEET_KEY)
+    fleet_document.clear_cache()
+    assert cli_main(["dashboard", "--dry-run"]) == 2
+    assert "fleet mode: cannot read" in capsys.readouterr().err
 
 
 def test_the_custom_resource_makes_the_fleet_page_and_its_delete_removes_it(
