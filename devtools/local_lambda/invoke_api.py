@@ -9,8 +9,10 @@
   Runtime API server, initialised before the pool is ready); the pool size plays the reserved concurrency:
   events beyond it wait in the queue, as Lambda keeps throttled asynchronous events and retries them. A
   worker takes the oldest event; one that waited longer than ``max_event_age_seconds`` is not run but goes
-  to the on-failure destination (condition ``EventAgeExceeded``), as does an invocation that fails or times
-  out (``RetriesExhausted``: retries are not modelled, the template's ``MaximumRetryAttempts`` is 0).
+  to the on-failure destination (condition ``EventAgeExceeded``). One that fails or times out runs again
+  up to ``max_retry_attempts`` times (the template's ``MaximumRetryAttempts``: 0 by default), each after
+  ``retry_delays_seconds`` (Lambda waits about a minute, then two) and still subject to the maximum age
+  counted from its arrival; then it goes to the destination (``RetriesExhausted``).
   Destination records have Lambda's shape (``version``, ``requestContext``, ``requestPayload``,
   ``responseContext``, ``responsePayload``): ``InvokeApi.on_failure``, and a JSON line each in
   ``on_failure_file`` when given.
@@ -73,6 +75,10 @@ class PoolConfig:
     size: int = 1
     max_event_age_seconds: float = 60.0
     timeout_seconds: int | None = None
+    max_retry_attempts: int = 0
+    """A failed Event invocation is run again up to this many times (the template's MaximumRetryAttempts)."""
+    retry_delays_seconds: tuple[float, ...] = (60.0, 120.0)
+    """The wait before each retry (Lambda: about one minute, then two); the last one repeats."""
 
 
 @dataclass
@@ -92,6 +98,8 @@ class Record:
     error: dict[str, Any] | None = None
     condition: str | None = None
     """Why it went to the on-failure destination (``EventAgeExceeded``, ``RetriesExhausted``), else None."""
+    attempts: int = 0
+    """How many times it ran (a failed Event invocation runs again up to ``max_retry_attempts`` times)."""
     done: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
@@ -165,6 +173,7 @@ class Pool:
         self._queue: queue.Queue[Record | None] = queue.Queue()
         self._pending = 0
         self._idle = threading.Condition()
+        self._timers: list[threading.Timer] = []
         self.records: list[Record] = []
         self.workers: list[Worker] = [Worker(function, variables, log) for _ in range(config.size)]
         for worker in self.workers:
@@ -191,34 +200,55 @@ class Pool:
 
     def _serve(self, slot: int) -> None:
         while (record := self._queue.get()) is not None:
+            retrying = False
             try:
-                self._run(slot, record)
+                retrying = self._run(slot, record)
             finally:
-                record.done.set()
-                with self._idle:
-                    self._pending -= 1
-                    self._idle.notify_all()
+                if not retrying:
+                    record.done.set()
+                    with self._idle:
+                        self._pending -= 1
+                        self._idle.notify_all()
 
-    def _run(self, slot: int, record: Record) -> None:
-        age = time.monotonic() - record.enqueued_at
+    def _run(self, slot: int, record: Record) -> bool:
+        """Run ``record`` on the slot's worker; True when it was queued again for a retry."""
+        age = time.monotonic() - record.enqueued_at  # Lambda counts an event's age across its retries
         if record.invocation_type == "Event" and age > self.config.max_event_age_seconds:
             record.condition = "EventAgeExceeded"
             self._on_failure(record)
-            return
+            return False
         worker = self.workers[slot]
         record.started_at, record.worker = time.monotonic(), worker.pid
+        record.attempts += 1
         record.payload, record.error, usable = worker.run(record.event)
         record.ended_at = time.monotonic()
         if not usable:  # timed out or died: Lambda recycles the environment
             worker.stop()
             self.workers[slot] = Worker(self.function, self._variables, self._log)
             self.workers[slot].ready(WORKER_INIT_SECONDS)
-        if record.error is not None and record.invocation_type == "Event":
-            record.condition = "RetriesExhausted"
-            self._on_failure(record)
+        if record.error is None or record.invocation_type != "Event":
+            return False
+        if record.attempts <= self.config.max_retry_attempts:
+            self._retry_later(record)
+            return True
+        record.condition = "RetriesExhausted"
+        self._on_failure(record)
+        return False
+
+    def _retry_later(self, record: Record) -> None:
+        """Queue ``record`` again after this attempt's delay (it stays pending meanwhile)."""
+        delays = self.config.retry_delays_seconds or (0.0,)
+        delay = delays[min(record.attempts, len(delays)) - 1]
+        timer = threading.Timer(delay, self._queue.put, args=(record,))
+        timer.daemon = True
+        with self._idle:
+            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        timer.start()
 
     def close(self) -> None:
-        """Stop taking invocations and end every worker."""
+        """Stop taking invocations (and retries still waiting) and end every worker."""
+        for timer in getattr(self, "_timers", ()):
+            timer.cancel()
         for _ in getattr(self, "_threads", ()):
             self._queue.put(None)
         for thread in getattr(self, "_threads", ()):
@@ -234,7 +264,7 @@ def destination_record(record: Record, function_arn: str) -> dict[str, Any]:
         "timestamp": datetime.now(UTC).isoformat(),
         "requestContext": {"requestId": record.request_id, "functionArn": f"{function_arn}:$LATEST",
                            "condition": record.condition,
-                           "approximateInvokeCount": 0 if record.started_at is None else 1},
+                           "approximateInvokeCount": record.attempts},
         "requestPayload": json.loads(record.event),
     }
     if record.started_at is not None:

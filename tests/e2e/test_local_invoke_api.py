@@ -47,6 +47,11 @@ def lambda_handler(event, context):
     begun = time.time()
     if event.get("raise"):
         raise ValueError("boom")
+    if event.get("count_in"):  # fails its first ``failures`` runs (the count kept in a file)
+        runs = int(open(event["count_in"]).read()) + 1 if os.path.exists(event["count_in"]) else 1
+        open(event["count_in"], "w").write(str(runs))
+        if runs <= event.get("failures", 1):
+            raise ValueError(f"run {runs} fails")
     time.sleep(event.get("sleep", 0))
     return {"event": event, "pid": os.getpid(), "process_started": STARTED, "begun": begun,
             "ended": time.time(), "mark": os.environ.get("MARK"), "request_id": context.aws_request_id}
@@ -63,9 +68,11 @@ def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _api(build_dir: Path, size: int, max_age: float = 60.0, **kwargs: Any) -> InvokeApi:
-    return InvokeApi(build_dir, {"Work": PoolConfig(size=size, max_event_age_seconds=max_age)},
-                     variables={"MARK": "override"}, **kwargs)
+def _api(build_dir: Path, size: int, max_age: float = 60.0, retries: int = 0,
+         delays: tuple[float, ...] = (60.0, 120.0), **kwargs: Any) -> InvokeApi:
+    config = PoolConfig(size=size, max_event_age_seconds=max_age, max_retry_attempts=retries,
+                        retry_delays_seconds=delays)
+    return InvokeApi(build_dir, {"Work": config}, variables={"MARK": "override"}, **kwargs)
 
 
 def _client(api: InvokeApi) -> Any:
@@ -170,6 +177,45 @@ def test_a_failed_or_timed_out_event_is_recorded_and_a_dead_worker_replaced(pool
     assert len(after & before) == 1
     later = [r.payload for r in pool_of_two.records("Work")[2:]]
     assert {payload["pid"] for payload in later} <= after
+
+
+def test_a_failed_event_is_retried_as_configured_within_its_maximum_age(
+    build_dir: Path, tmp_path: Path
+) -> None:
+    # given two retries 0.2 s then 0.4 s after a failure (MaximumRetryAttempts 2), a maximum age of 20 s
+    with _api(build_dir, 1, max_age=20.0, retries=2, delays=(0.2, 0.4)) as api:
+        client = _client(api)
+        # when one event always fails, one fails once then succeeds, and a RequestResponse call fails
+        _event(client, {"raise": True, "n": 0})
+        _event(client, {"count_in": str(tmp_path / "flaky"), "n": 1})
+        response = client.invoke(FunctionName="Work", Payload=json.dumps({"raise": True}).encode())
+        assert api.wait_idle(30)
+        records = {json.loads(r.event).get("n"): r for r in api.records("Work")}
+    # then the failing event ran three times and went to the destination as retries exhausted
+    assert (records[0].attempts, records[0].condition) == (3, "RetriesExhausted")
+    (document,) = api.on_failure
+    assert document["requestPayload"] == {"raise": True, "n": 0}
+    assert document["requestContext"]["approximateInvokeCount"] == 3
+    # and the flaky one succeeded on its retry, with nothing on the destination
+    assert (records[1].attempts, records[1].condition, records[1].payload["event"]["n"]) == (2, None, 1)
+    assert (tmp_path / "flaky").read_text() == "2"
+    # and a synchronous call is never retried: the caller gets the error of its one run
+    assert response["FunctionError"] == "Unhandled"
+    assert records[None].attempts == 1
+
+
+def test_a_retry_that_would_outlive_the_maximum_age_is_not_run(build_dir: Path, tmp_path: Path) -> None:
+    # given a retry 1.5 s after a failure but a maximum event age of 1 s
+    with _api(build_dir, 1, max_age=1.0, retries=2, delays=(1.5,)) as api:
+        # when an event fails
+        _event(_client(api), {"raise": True})
+        assert api.wait_idle(30)
+        (record,) = api.records("Work")
+    # then it ran once, and its retry found it too old: the destination record says so
+    assert (record.attempts, record.condition) == (1, "EventAgeExceeded")
+    (document,) = api.on_failure
+    assert document["requestContext"]["approximateInvokeCount"] == 1
+    assert document["responsePayload"]["errorType"] == "ValueError"
 
 
 def test_request_response_and_the_apis_errors(pool_of_two: InvokeApi) -> None:
