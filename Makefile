@@ -16,12 +16,12 @@ export SAM_CLI_TELEMETRY := 0
 # build makes the deployable artifact (.aws-sam/build, the template's arm64) that `sam deploy` uses.
 SAM_ENV := PATH="$(dir $(PYTHON313)):$$PATH" PYENV_VERSION=3.13.0
 HOST_ARCH := $(shell uname -m | sed -e 's/aarch64/arm64/')
-# events/dashboard-*.json are the dashboard function's, the others the collector's (the dispatcher needs a
-# fleet document and an Invoke API: make demo-fleet runs it).
+# events/dashboard-*.json are the dashboard function's, events/fleet/dispatcher-*.json the fleet dispatcher's
+# (its stand-ins add a fleet document and an Invoke API serving the collector), the others the collector's.
 EVENT_FUNCTION ?= $(if $(filter dashboard-%,$(notdir $(EVENT))),DashboardFunction,$(if $(filter dispatcher-%,$(notdir $(EVENT))),DispatcherFunction,CollectorFunction))
 
 .PHONY: help venv lint typecheck unit integration e2e test bench demo demo-fleet build build-local validate invoke \
-	clean mutate
+	stand-ins clean mutate
 
 help:
 	@echo "make demo   - run the collector on the embedded local EKS stand-in and local AWS endpoints"
@@ -78,8 +78,8 @@ $(BENCHMARKS):
 	@:
 endif
 
-# Mutation score of the pure core (devtools/mutate): each mutant of core/aggregate.py, reconcile.py and
-# state_codec.py against the module's own unit tests; fails below 95 % (about 4 minutes on one core).
+# Mutation score of the pure core (devtools/mutate): each mutant of core/aggregate.py, state_codec.py, node.py
+# and metric_sets.py against the module's own unit tests; fails below 95 % (about 5 minutes on one core).
 mutate: venv
 	PYTHONPATH=devtools $(PY) -m mutate
 
@@ -108,7 +108,6 @@ invoke: venv build-local
 	$(PY) -m local_lambda invoke --function $(EVENT_FUNCTION) --event $(EVENT) --env-vars events/env.json \
 		--stand-ins demo
 
-.PHONY: stand-ins
 stand-ins: venv
 	$(PY) -m local_lambda stand-ins --scenario demo --env-vars events/env.json --docker-env-vars events/env.docker.json
 
