@@ -98,7 +98,8 @@ def _session(deadline: Deadline, region: str) -> boto3.Session:
 
 def _no_region(spec: ClusterSpec) -> ClusterCollection:
     error = f"no region for cluster {spec.name}: set AWS_REGION or the cluster's region in CLUSTERS_JSON"
-    return ClusterCollection(spec.name, "error", error, [], set(), CollectionHealth(), [], utc_now())
+    health = CollectionHealth(failed=True)  # published as collectionFailed 1, as any failed collection
+    return ClusterCollection(spec.name, "error", error, [], set(), health, [], utc_now())
 
 
 def _discoverer(session: boto3.Session, region: str | None) -> Discoverer:
