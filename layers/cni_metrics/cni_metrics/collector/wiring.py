@@ -103,9 +103,12 @@ def _no_region(spec: ClusterSpec) -> ClusterCollection:
 
 
 def _discoverer(session: boto3.Session, region: str | None) -> Discoverer:
+    clients: list[Any] = []  # one EKS client, made by the first discovery and kept by the warm process
+
     def discover(tag: tuple[str, str]) -> list[ClusterSpec]:
-        eks: Any = session.client("eks", region_name=region, config=_config({"mode": "standard"}))
-        found = [ClusterSpec(name=name, region=region) for name in tagged_clusters(eks, tag)]
+        if not clients:
+            clients.append(session.client("eks", region_name=region, config=_config({"mode": "standard"})))
+        found = [ClusterSpec(name=name, region=region) for name in tagged_clusters(clients[0], tag)]
         logger.info("discovered %d clusters tagged %s=%s", len(found), *tag)
         return found
 
