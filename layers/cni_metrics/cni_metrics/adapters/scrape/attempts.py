@@ -9,7 +9,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cni_metrics.adapters.scrape.policy import FailureReason, ScrapeFailure, retry_delay, should_retry
+from cni_metrics.adapters.scrape.policy import (
+    DEADLINE_PASSED,
+    FailureReason,
+    ScrapeFailure,
+    retry_delay,
+    should_retry,
+)
 from cni_metrics.adapters.tokens import BearerTokens
 from cni_metrics.core.model import NodeMetrics
 
@@ -81,8 +87,7 @@ class Attempts:
     def _outcomes(self, pods: Sequence[PodRef]) -> list[ScrapeResult]:
         """Every pod's result in ``pods`` order; a pod without one timed out."""
         return [
-            self._done.get(pod.key)
-            or ScrapeResult(pod.key, pod.name, None, "timeout", "deadline passed before the scrape finished")
+            self._done.get(pod.key) or ScrapeResult(pod.key, pod.name, None, "timeout", DEADLINE_PASSED)
             for pod in pods
         ]
 

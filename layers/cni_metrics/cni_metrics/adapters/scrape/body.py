@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 
 from cni_metrics.adapters.scrape.http1 import decimal
-from cni_metrics.adapters.scrape.policy import ScrapeFailure
+from cni_metrics.adapters.scrape.policy import ScrapeFailure, unexpected
 from cni_metrics.core.model import NodeMetrics
 from cni_metrics.core.node import read_node_metrics
 from cni_metrics.core.parser import PayloadError
@@ -33,7 +33,7 @@ def payload_metrics(body: CappedBody, content_type: str | None) -> NodeMetrics:
     except ScrapeFailure:
         raise
     except Exception as exc:
-        raise ScrapeFailure("other", f"unexpected {type(exc).__name__}") from None
+        raise unexpected(exc) from None
     if not metrics.gauges and not metrics.counters:
         message = f"no awscni metrics in the payload (Content-Type {content_type or 'none'})"
         raise ScrapeFailure("bad_payload", message)

@@ -28,11 +28,18 @@ from cni_metrics.adapters.scrape import http1
 from cni_metrics.adapters.scrape.attempts import Attempts, Job, PodRef, Progress, ScrapeResult
 from cni_metrics.adapters.scrape.body import CappedBody, open_body, payload_metrics
 from cni_metrics.adapters.scrape.policy import (
+    BODY_TIMED_OUT,
+    CONNECT_TIMED_OUT,
     ERROR_BODY_BYTES,
+    HANDSHAKE_TIMED_OUT,
+    RESPONSE_TIMED_OUT,
     FailureReason,
     ScrapeFailure,
+    attempt_due,
     exception_text,
     status_failure,
+    tls_refused,
+    unexpected,
 )
 from cni_metrics.adapters.tokens import BearerTokens
 
@@ -195,9 +202,8 @@ class ScrapeRun(Attempts):
         conn.attempt_due = self._attempt_due(now)
 
     def _attempt_due(self, now: float) -> float:
-        """One attempt, body included, takes at most connect + read timeout (slow drips end there)."""
         settings = self._ctx.settings
-        return min(self._deadline, now + settings.connect_timeout + settings.read_timeout)
+        return attempt_due(now, self._deadline, settings.connect_timeout, settings.read_timeout)
 
     def _start(self, conn: Conn, job: Job, now: float) -> None:
         """Send ``job``'s request, a new attempt, on the kept-alive ``conn``."""
@@ -281,9 +287,7 @@ class ScrapeRun(Attempts):
             self._ctx.watch(conn, selectors.EVENT_WRITE)
             return
         except ssl.SSLError as exc:
-            self._end_attempt(
-                conn, ScrapeFailure("unreachable", f"TLS verification failed: {exception_text(exc)}"), now
-            )
+            self._end_attempt(conn, tls_refused(exc), now)
             return
         except OSError as exc:
             self._connection_error(conn, exc, now)
@@ -430,13 +434,13 @@ class ScrapeRun(Attempts):
             if conn.job is None or conn.due > now:
                 continue
             if conn.state == CONNECTING:
-                message = "TimeoutError: TCP connect timed out"
+                message = CONNECT_TIMED_OUT
             elif conn.state == HANDSHAKE:
-                message = "TimeoutError: TLS handshake timed out"
+                message = HANDSHAKE_TIMED_OUT
             elif conn.reader.head is None:
-                message = "TimeoutError: timed out waiting for the response"
+                message = RESPONSE_TIMED_OUT
             else:
-                message = "body not complete within the timeouts or the deadline"
+                message = BODY_TIMED_OUT
             self._end_attempt(conn, ScrapeFailure("timeout", message, bytes_read=conn.reader.received), now)
 
     def _unexpected(self, conn: Conn, exc: Exception) -> None:
@@ -445,4 +449,4 @@ class ScrapeRun(Attempts):
         conn.job = None
         self._ctx.close(conn)
         if job is not None:
-            self._give_up(job, ScrapeFailure("other", f"unexpected {type(exc).__name__}"))
+            self._give_up(job, unexpected(exc))

@@ -21,6 +21,13 @@ MAX_RETRY_AFTER_SECONDS = 10.0
 MIN_ATTEMPT_SECONDS = 0.5
 ERROR_BODY_BYTES = 16 * 1024  # read of an error body, at most: its start names the problem
 
+# What a timed-out attempt says, by where it stopped (both transports)
+CONNECT_TIMED_OUT = "TimeoutError: TCP connect timed out"
+HANDSHAKE_TIMED_OUT = "TimeoutError: TLS handshake timed out"
+RESPONSE_TIMED_OUT = "TimeoutError: timed out waiting for the response"
+BODY_TIMED_OUT = "body not complete within the timeouts or the deadline"
+DEADLINE_PASSED = "deadline passed before the scrape finished"
+
 
 class ScrapeFailure(Exception):
     """A classified failure of one attempt; ``retry_after`` is the server's hint, when it gave one."""
@@ -42,6 +49,22 @@ class ScrapeFailure(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.bytes_read = bytes_read
+
+
+def unexpected(exc: BaseException) -> ScrapeFailure:
+    """The failure of an attempt that raised what nobody expected: its pod fails, the run goes on."""
+    return ScrapeFailure("other", f"unexpected {type(exc).__name__}")
+
+
+def tls_refused(exc: BaseException) -> ScrapeFailure:
+    """The failure of a TLS handshake that refused the server (certificate or host name)."""
+    return ScrapeFailure("unreachable", f"TLS verification failed: {exception_text(exc)}")
+
+
+def attempt_due(now: float, deadline: float, connect_timeout: float, read_timeout: float) -> float:
+    """When an attempt started at ``now``, body included, must end: connect + read timeout later (slow
+    drips end there), the run's deadline at the latest."""
+    return min(deadline, now + connect_timeout + read_timeout)
 
 
 def one_line(text: str) -> str:

@@ -42,10 +42,17 @@ from cni_metrics.adapters.scrape.attempts import Attempts, Job, PodRef, Progress
 from cni_metrics.adapters.scrape.body import open_body, payload_metrics
 from cni_metrics.adapters.scrape.http1 import ProtocolError, content_length
 from cni_metrics.adapters.scrape.policy import (
+    BODY_TIMED_OUT,
+    CONNECT_TIMED_OUT,
+    DEADLINE_PASSED,
     ERROR_BODY_BYTES,
+    RESPONSE_TIMED_OUT,
     ScrapeFailure,
+    attempt_due,
     exception_text,
     status_failure,
+    tls_refused,
+    unexpected,
 )
 from cni_metrics.adapters.scrape.scraper import (
     ACCEPT,
@@ -140,15 +147,15 @@ class RequestsScraper:
         except ScrapeFailure as failure:
             return failure
         except Exception as exc:  # one pod must never take the others down
-            return ScrapeFailure("other", f"unexpected {type(exc).__name__}")
+            return unexpected(exc)
 
     def _request(self, pod: PodRef, token: str, deadline: float) -> tuple[NodeMetrics, int]:
         settings = self._settings
         started = self._clock()
-        due = min(deadline, started + settings.connect_timeout + settings.read_timeout)
+        due = attempt_due(started, deadline, settings.connect_timeout, settings.read_timeout)
         left = due - started
         if left <= 0:
-            raise ScrapeFailure("timeout", "deadline passed before the scrape finished")
+            raise ScrapeFailure("timeout", DEADLINE_PASSED)
         try:
             response = self._session.get(
                 self._base + metrics_path(pod.name), auth=_BearerAuth(token), verify=self._ca_file,
@@ -197,8 +204,7 @@ class RequestsScraper:
         try:
             data: bytes = raw.read1(RECV_BYTES, decode_content=False)
         except urllib3.exceptions.ReadTimeoutError:
-            message = "body not complete within the timeouts or the deadline"
-            raise ScrapeFailure("timeout", message, bytes_read=received) from None
+            raise ScrapeFailure("timeout", BODY_TIMED_OUT, bytes_read=received) from None
         except (urllib3.exceptions.ProtocolError, urllib3.exceptions.SSLError) as exc:
             root = _root(exc)
             if isinstance(root, http.client.IncompleteRead):
@@ -297,11 +303,11 @@ def _request_failure(exc: requests.RequestException) -> ScrapeFailure:
     """The failure a request that got no response stands for, classed as the built-in transport classes it."""
     root = _root(exc)
     if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return ScrapeFailure("timeout", "TimeoutError: TCP connect timed out")
+        return ScrapeFailure("timeout", CONNECT_TIMED_OUT)
     if isinstance(exc, requests.exceptions.Timeout):
-        return ScrapeFailure("timeout", "TimeoutError: timed out waiting for the response")
+        return ScrapeFailure("timeout", RESPONSE_TIMED_OUT)
     if isinstance(exc, requests.exceptions.SSLError) and not isinstance(root, _CLOSED):
-        return ScrapeFailure("unreachable", f"TLS verification failed: {exception_text(root)}")
+        return tls_refused(root)
     if isinstance(exc, requests.exceptions.ConnectionError):  # SSLError is one too
         where = "proxy: " if isinstance(exc, requests.exceptions.ProxyError) else ""
         if isinstance(root, http.client.RemoteDisconnected):
