@@ -63,19 +63,18 @@ class _Walker(ast.NodeTransformer):
         return len(self.points) - 1 == self.target
 
     # scopes, and what is never mutated
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.AST:
         self.scope.append(node.name)
         node.args = self.visit(node.args)  # defaults; annotations are skipped by visit_arg
         node.body = [self.visit(statement) for statement in node.body]
         self.scope.pop()
         return node
 
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        return self._function(node)
+
     def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> ast.AST:
-        self.scope.append(node.name)
-        node.args = self.visit(node.args)
-        node.body = [self.visit(statement) for statement in node.body]
-        self.scope.pop()
-        return node
+        return self._function(node)
 
     def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
         self.scope.append(node.name)
@@ -120,9 +119,7 @@ class _Walker(ast.NodeTransformer):
     def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST:
         if self._point(node, "delete statement"):
             return ast.copy_location(ast.Pass(), node)
-        swap = _BINOP.get(type(node.op))
-        if swap is not None and self._point(node, f"{_SYMBOL[type(node.op)]}= -> {_SYMBOL[swap]}="):
-            node.op = swap()
+        if self._swap_operator(node, "="):
             return node
         return self.generic_visit(node)
 
@@ -167,10 +164,18 @@ class _Walker(ast.NodeTransformer):
                 return node
         return self.generic_visit(node)
 
-    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+    def _swap_operator(self, node: ast.BinOp | ast.AugAssign, suffix: str = "") -> bool:
+        """The arithmetic operator swap (``suffix`` "=" for an augmented assignment); True when applied."""
         swap = _BINOP.get(type(node.op))
-        if swap is not None and self._point(node, f"{_SYMBOL[type(node.op)]} -> {_SYMBOL[swap]}"):
+        if swap is None:
+            return False
+        if self._point(node, f"{_SYMBOL[type(node.op)]}{suffix} -> {_SYMBOL[swap]}{suffix}"):
             node.op = swap()
+            return True
+        return False
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        if self._swap_operator(node):
             return node
         return self.generic_visit(node)
 
