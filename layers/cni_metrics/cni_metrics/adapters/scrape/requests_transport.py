@@ -55,9 +55,8 @@ from cni_metrics.adapters.scrape.policy import (
     unexpected,
 )
 from cni_metrics.adapters.scrape.scraper import (
-    ACCEPT,
     DEFAULT_SCRAPE,
-    USER_AGENT,
+    HEADERS,
     ScrapeSettings,
     checked_endpoint,
     metrics_path,
@@ -107,9 +106,7 @@ class RequestsScraper:
         self._concurrency = max(1, settings.concurrency)
         self._ca_file = _ca_file(ssl_context)
         self._session = requests.Session()
-        self._session.headers = CaseInsensitiveDict(
-            {"User-Agent": USER_AGENT, "Accept": ACCEPT, "Accept-Encoding": "gzip"}
-        )
+        self._session.headers = CaseInsensitiveDict(HEADERS)
         # no retry inside urllib3: the policy's one retry is the only one
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._concurrency, max_retries=0)
         self._session.mount("https://", adapter)

@@ -29,6 +29,8 @@ from cni_metrics.adapters.tokens import BearerTokens
 METRICS_PORT = 61678
 USER_AGENT = "cni-metrics-lambda"
 ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+HEADERS = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": USER_AGENT}
+"""The header fields of every scrape request besides its bearer token (both transports)."""
 
 Transport = Literal["builtin", "requests"]
 TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
@@ -194,11 +196,6 @@ class Scraper:
         """The GET request of ``pod``'s metrics with ``token`` (the headers are kept while it is the same)."""
         current, headers = self._headers
         if current != token:
-            headers = {
-                "Authorization": f"Bearer {token}",
-                "Accept": ACCEPT,
-                "Accept-Encoding": "gzip",
-                "User-Agent": USER_AGENT,
-            }
+            headers = {"Authorization": f"Bearer {token}", **HEADERS}
             self._headers = (token, headers)
         return http1.request_bytes(self._prefix + metrics_path(pod.name), self._netloc, headers)
