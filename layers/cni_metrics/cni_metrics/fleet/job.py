@@ -49,10 +49,8 @@ logger = logging.getLogger(__name__)
 
 # AWS calls end this long before the invocation does: the handler logs and returns meanwhile.
 CALLS_END_BEFORE_SECONDS = 2.0
-_S3_CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"mode": "standard", "total_max_attempts": 3})
-_CLOUDWATCH_CONFIG = Config(
-    connect_timeout=2, read_timeout=10, retries={"mode": "standard", "total_max_attempts": 3}
-)
+# The S3 and CloudWatch clients' (the Lambda client's is ``dispatch.lambda_client``'s).
+_CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"mode": "standard", "total_max_attempts": 3})
 
 
 class DispatchFailed(RuntimeError):
@@ -78,12 +76,12 @@ def build_dispatch_deps(
     deadline = Deadline()
     session = session or boto3.Session(region_name=settings.region)
     deadline.bind(session.events)
-    s3 = session.client("s3", config=_S3_CONFIG)
+    s3 = session.client("s3", config=_CONFIG)
     publisher: Publisher
     if settings.publish_mode == "emf":
         publisher = EmfPublisher(settings.namespace)
     else:
-        publisher = PutMetricDataPublisher(session.client("cloudwatch", config=_CLOUDWATCH_CONFIG),
+        publisher = PutMetricDataPublisher(session.client("cloudwatch", config=_CONFIG),
                                            settings.namespace)
     invoker = lambda_client(session, deadline, concurrency=settings.dispatch_concurrency)
     return DispatchDeps(s3, invoker, publisher, deadline)
