@@ -77,7 +77,7 @@ class Deadline:
         if remaining is None:
             return
         config = request.context.get("client_config")
-        connect = getattr(config, "connect_timeout", None) or _DEFAULT_CONNECT_SECONDS
+        connect = _connect_seconds(config)
         configured = request.context.get("read_timeout") or getattr(config, "read_timeout", None)
         read = remaining - connect if configured is None else min(configured, remaining - connect)
         if read < MIN_READ_SECONDS:
@@ -96,5 +96,9 @@ class Deadline:
         if response is not None and "x-amz-retry-after" in response[0].headers:
             backoff += _RETRY_AFTER_EXTRA_SECONDS
         config = (request_dict or {}).get("context", {}).get("client_config")
-        connect = getattr(config, "connect_timeout", None) or _DEFAULT_CONNECT_SECONDS
-        return False if remaining < backoff + connect + MIN_READ_SECONDS else None
+        return False if remaining < backoff + _connect_seconds(config) + MIN_READ_SECONDS else None
+
+
+def _connect_seconds(config: Any) -> float:
+    """The connect timeout of a client's configuration (botocore's default when it sets none)."""
+    return getattr(config, "connect_timeout", None) or _DEFAULT_CONNECT_SECONDS
