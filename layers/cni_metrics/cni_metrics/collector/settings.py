@@ -118,7 +118,13 @@ def _check_prefix(value: str) -> str:
     return value if not value or value.endswith("/") else value + "/"
 
 
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
 ClusterSpecs = Annotated[list[ClusterSpec], BeforeValidator(_parse_json)]
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)]
+"""POWERTOOLS_LOG_LEVEL, in any case (the fleet dispatcher's too)."""
 StateBucket = Annotated[str, Field(min_length=3, max_length=63, pattern=_BUCKET)]
 StatePrefix = Annotated[str, Field(max_length=512), AfterValidator(_check_prefix)]
 """STATE_BUCKET and STATE_PREFIX (the fleet dispatcher lists the same state objects)."""
@@ -160,9 +166,7 @@ class Settings(MetricSelection):
         default="standard", alias="PUBLISH_RETRY_MODE"
     )
     publish_max_attempts: int = Field(default=5, ge=1, le=20, alias="PUBLISH_MAX_ATTEMPTS")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        default="INFO", alias="POWERTOOLS_LOG_LEVEL"
-    )
+    log_level: LogLevel = Field(default="INFO", alias="POWERTOOLS_LOG_LEVEL")
     region: str | None = Field(default=None, pattern=REGION_PATTERN, alias="AWS_REGION")
     fleet_document: FleetDocumentLocation | None = Field(default=None, alias="FLEET_DOCUMENT")
     requested: tuple[str, ...] | None = Field(default=None, exclude=True)
@@ -351,8 +355,6 @@ def load_settings(environ: Mapping[str, str], event: Any = None) -> Settings:
     if invoke is not None and invoke.clusters is not None:
         requested = tuple(cluster.name for cluster in invoke.clusters)
     values = environment_values(Settings, environ)
-    if "POWERTOOLS_LOG_LEVEL" in values:
-        values["POWERTOOLS_LOG_LEVEL"] = values["POWERTOOLS_LOG_LEVEL"].upper()
     values["requested"] = requested
     if invoke is not None:
         values["dispatched_at"], values["period_seconds"] = invoke.dispatched_at, invoke.period_seconds

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cni_metrics.collector.settings import (
     MAX_PERIOD_SECONDS,
     MIN_PERIOD_SECONDS,
+    LogLevel,
     StateBucket,
     StatePrefix,
     parse_event,
@@ -54,9 +55,7 @@ class DispatcherSettings(BaseModel):
     state_prefix: StatePrefix = Field(default="cni-metrics/state/", alias="STATE_PREFIX")
     publish_mode: Literal["emf", "putmetricdata"] = Field(default="emf", alias="PUBLISH_MODE")
     namespace: Namespace = Field(default="Kubernetes", alias="METRICS_NAMESPACE")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        default="INFO", alias="POWERTOOLS_LOG_LEVEL"
-    )
+    log_level: LogLevel = Field(default="INFO", alias="POWERTOOLS_LOG_LEVEL")
     region: str | None = Field(default=None, pattern=REGION_PATTERN, alias="AWS_REGION")
 
     @field_validator("collector_function")
@@ -73,8 +72,6 @@ def load_dispatcher_settings(environ: Mapping[str, str], event: Any = None) -> D
     if event not in (None, {}) and parse_event(event) is not None:
         raise ConfigError("invalid event: the dispatcher takes its schedule's event (or {}), no cluster")
     values = environment_values(DispatcherSettings, environ)
-    if "POWERTOOLS_LOG_LEVEL" in values:
-        values["POWERTOOLS_LOG_LEVEL"] = values["POWERTOOLS_LOG_LEVEL"].upper()
     try:
         return DispatcherSettings.model_validate(values)
     except ValidationError as exc:
