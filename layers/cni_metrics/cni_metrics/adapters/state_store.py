@@ -30,7 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cni_metrics.adapters.publishers import MetricBatch
 from cni_metrics.core.model import ClusterState, MetricValue
-from cni_metrics.core.state_codec import StateError, dump_state, load_state
+from cni_metrics.core.state_codec import StateError, state_document, state_from_document
 
 FORMAT = "cni-metrics-state"
 VERSION = 1
@@ -221,7 +221,7 @@ class StateDocument:
 
 def encode_document(document: StateDocument) -> bytes:
     """JSON bytes of ``document`` (the state in the core's compact codec, embedded as an object)."""
-    state = None if document.state is None else json.loads(dump_state(document.state))
+    state = None if document.state is None else state_document(document.state)
     outbox = [
         {
             "id": entry.batch.id,
@@ -257,7 +257,7 @@ def decode_document(body: bytes) -> StateDocument:
     if raw.get("version") != VERSION:
         raise DocumentError(f"unsupported version {raw.get('version')!r}")
     try:
-        state = None if raw.get("state") is None else load_state(json.dumps(raw["state"]).encode())
+        state = None if raw.get("state") is None else state_from_document(raw["state"])
         outbox = [_entry(item) for item in _list(raw.get("outbox", []), "outbox")]
         lease = _lease(raw.get("lease"))
         return StateDocument(

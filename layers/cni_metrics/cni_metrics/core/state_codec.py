@@ -10,6 +10,9 @@ Layout (version 1)::
 ``h`` (the recent assigned-IP history, oldest first) is optional: written only when not empty, and a
 document without it (written before it existed) loads with an empty history.
 
+``state_document`` / ``state_from_document`` are the same layout as a JSON value, for a document that
+embeds it (the state store's), so that it is neither written nor parsed twice.
+
 Family names are written once in ``f`` and each pod's counters are a positional list, so a pod costs
 about its key plus a dozen numbers. Times are UTC epoch microseconds (naive datetimes are taken as UTC;
 loaded ones are UTC-aware). Integral values are written as JSON integers. Every value is a number within
@@ -58,6 +61,13 @@ def _optional(value: float | None) -> float | int | None:
 
 def dump_state(state: ClusterState) -> bytes:
     """Serialise ``state`` (ValueError if it holds a non-finite number)."""
+    doc = state_document(state)
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
+
+
+def state_document(state: ClusterState) -> dict[str, Any]:
+    """``state`` as the JSON object ``dump_state`` writes (for embedding in a larger document); ValueError
+    if it holds a number not within ±2^360."""
     families = sorted({name for pod in state.pods.values() for name in pod.counters})
     pods: dict[str, list[Any]] = {}
     for key, pod in state.pods.items():
@@ -71,7 +81,7 @@ def dump_state(state: ClusterState) -> bytes:
     doc: dict[str, Any] = {"v": VERSION, "t": _micros(state.collected_at), "f": families, "p": pods}
     if state.history:
         doc["h"] = [[_micros(point.at), _encoded_number(point.assigned)] for point in state.history]
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
+    return doc
 
 
 def _reject_constant(name: str) -> Any:
@@ -126,6 +136,12 @@ def load_state(data: bytes) -> ClusterState:
         raise
     except (ValueError, TypeError, RecursionError) as exc:
         raise StateError(f"not JSON: {exc}") from None
+    return state_from_document(doc)
+
+
+def state_from_document(doc: Any) -> ClusterState:
+    """The state of a JSON value already parsed (embedded in a larger document); ``StateError`` (only)
+    when it is not a valid state."""
     if not isinstance(doc, dict):
         raise StateError("not a JSON object")
     if doc.get("v") != VERSION:
