@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cni_metrics.core.catalogue import DIMENSION, FLEET_METRICS
-from cni_metrics.dashboard.body import GRID_WIDTH, DashboardOptions, DashboardPage, managed_marker
+from cni_metrics.dashboard.body import (
+    EXHAUSTION_HOURS,
+    GRID_WIDTH,
+    TOP_N,
+    DashboardOptions,
+    DashboardPage,
+    _thresholds,
+    managed_marker,
+)
 from cni_metrics.fleet.health import fleet_cluster_id
 
 Json = dict[str, Any]
@@ -34,9 +42,7 @@ Function = Literal["MAX", "MIN"]
 Order = Literal["ASC", "DESC"]
 
 FLEET_PAGE_SUFFIX = "-fleet"
-TOP_N = 10
 QUERY_ID = "q1"  # ids are per widget: each query widget holds one expression
-EXHAUSTION_HOURS = 24.0
 # The dispatcher's fleet-health series: counts on one graph, the dispatch's duration on its own.
 HEALTH_COUNTS = (
     ("fleetClusters", "clusters"),
@@ -230,13 +236,12 @@ def _health(fleet: str, options: DashboardOptions) -> tuple[Json, Json]:
 
 def _ranking_widget(ranking: Ranking, options: DashboardOptions) -> Json:
     query = ranking.query(options.namespace)
-    statistic = "MAX" if ranking.function == "MAX" else "MIN"
     expression: Json = {
         "expression": query.expression,
         "id": QUERY_ID,
         # A dynamic label: each series keeps its default label (its CLUSTER_ID) and shows the value it was
         # ranked by over the time range shown.
-        "label": f"${{LABEL}} ({statistic.lower()} ${{{statistic}}})",
+        "label": f"${{LABEL}} ({ranking.function.lower()} ${{{ranking.function}}})",
         "period": options.period,
     }
     properties: Json = {
@@ -250,11 +255,7 @@ def _ranking_widget(ranking: Ranking, options: DashboardOptions) -> Json:
         "yAxis": {"left": {"min": 0}},
     }
     if ranking.metric == "ipUtilization":
-        warn, critical = options.warn_pct, options.critical_pct
-        properties["annotations"] = {"horizontal": [
-            {"label": f"warning {warn:g}%", "value": warn, "color": "#ff7f0e"},
-            {"label": f"critical {critical:g}%", "value": critical, "color": "#d62728"},
-        ]}
+        properties["annotations"] = _thresholds(options)
         properties["yAxis"] = {"left": {"min": 0, "max": 100}}
     elif ranking.metric == "hoursToIPExhaustion":
         properties["annotations"] = {"horizontal": [
