@@ -7,7 +7,6 @@ that account's clusters, as each cluster maps the account's role.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -188,13 +187,10 @@ def test_a_bad_generate_block_is_refused(generate: dict[str, Any], message: str)
 
 
 @pytest.mark.timeout(300)
-def test_fleet_500_starts_in_seconds_and_serves_every_cluster_at_its_own_endpoint() -> None:
+def test_fleet_500_serves_every_cluster_at_its_own_endpoint() -> None:
     # given the fleet-500 stand-in started as its console script (a process of its own, as make demo runs it)
     scenario = load_scenario("fleet-500")
-    started = time.monotonic()
     with start_fake_eks("fleet-500", subprocess_mode=True) as eks:
-        ready = time.monotonic() - started
-        rss_mib = _rss_mib(int(eks.connection["pid"]))
         # when each account's role lists each region's clusters and describes one of them
         seen: dict[tuple[str, str], list[str]] = {}
         for account, (role,) in scenario.roles.items():
@@ -208,10 +204,8 @@ def test_fleet_500_starts_in_seconds_and_serves_every_cluster_at_its_own_endpoin
         described = _eks(eks, session, "eu-west-1").describe_cluster(name=first)["cluster"]
         endpoints = {eks.endpoint(name) for name in eks.clusters}
         faulty = sum(1 for name in eks.clusters[::10] for pod in eks.truth(name)["pods"] if pod["fault"])
-    # then it was ready within seconds and a few hundred MiB on this machine (SCENARIOS.md has the numbers)
-    assert ready < 60
-    assert rss_mib < 512
-    # and every account and region lists its own clusters, as the scenario places them
+    # then every account and region lists its own clusters, as the scenario places them (its start-up time
+    # and memory are measured in SCENARIOS.md, not claimed here)
     expected: dict[tuple[str, str], list[str]] = {}
     for cluster in scenario.clusters:
         expected.setdefault((cluster.account, cluster.region), []).append(cluster.name)
@@ -220,11 +214,3 @@ def test_fleet_500_starts_in_seconds_and_serves_every_cluster_at_its_own_endpoin
     assert len(endpoints) == 500
     assert described["endpoint"] == eks.endpoint(first)
     assert faulty > 0
-
-
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
