@@ -126,7 +126,9 @@ def test_the_fleet_health_graphs_read_the_dispatchers_series() -> None:
 
 def test_each_query_widget_holds_one_labelled_query() -> None:
     body = page_for(5)
-    for widget in body["widgets"][3:]:
+    queries = body["widgets"][3:]
+    assert len(queries) == len(RANKINGS)
+    for widget in queries:
         (line,) = widget["properties"]["metrics"]
         (entry,) = line
         # then it is the options-only form, with an id, the period and a label keeping the cluster's name
