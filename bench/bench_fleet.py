@@ -79,20 +79,17 @@ def _distribution(values: Sequence[float]) -> str:
 
 
 def _measure(label: str, api: Any, stand_ins: Any) -> Measured:
-    from cni_demo.fleet_run import COLLECTOR, DISPATCHER, cpu_seconds, dispatch
+    from cni_demo.fleet_run import COLLECTOR, DISPATCHER, dispatch
+    from local_lambda.invoke_api import worker_cpu_seconds as cpu_of
 
     def pids(function: str) -> list[int]:
         return [worker.pid for worker in api.pools[function].workers]
 
-    def group(p: list[int]) -> float:
-        return sum(cpu_seconds(pid) for pid in p)
-
     workers, dispatcher = pids(COLLECTOR), pids(DISPATCHER)
-    before = (group(workers), cpu_seconds(stand_ins.eks_pid), cpu_seconds(stand_ins.moto_pid),
-              group(dispatcher), time.process_time())
+    eks, moto = [stand_ins.eks_pid], [stand_ins.moto_pid]
+    before = (cpu_of(workers), cpu_of(eks), cpu_of(moto), cpu_of(dispatcher), time.process_time())
     cycle = dispatch(api, timeout=1200)
-    after = (group(workers), cpu_seconds(stand_ins.eks_pid), cpu_seconds(stand_ins.moto_pid),
-             group(dispatcher), time.process_time())
+    after = (cpu_of(workers), cpu_of(eks), cpu_of(moto), cpu_of(dispatcher), time.process_time())
     if pids(COLLECTOR) != workers:
         print(f"note: {label}: a collector worker was replaced (timed out or died); its CPU is not counted")
     cpu = Cpu(*(b - a for a, b in zip(before, after, strict=True)))

@@ -34,6 +34,7 @@ from cni_metrics.adapters.eks_auth import ClusterTarget
 from cni_metrics.adapters.scrape import TRANSPORTS, ScrapeSettings, Transport
 from cni_metrics.cli.collect import report
 from cni_metrics.collector.cluster import collect_cluster
+from local_lambda.invoke_api import worker_cpu_seconds
 
 if TYPE_CHECKING:
     from fake_eks.testing import RunningFakeEks
@@ -91,7 +92,8 @@ def _collect(eks: RunningFakeEks, cluster: str, concurrency: int, transport: Tra
     # services the stand-in does not serve (EC2 for subnet headroom) go to a closed loopback port
     env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", **eks.env()}
     command = [sys.executable, "-m", "bench.bench_scrape", cluster, str(concurrency), transport]
-    server_before = _cpu_seconds(eks.connection.get("pid"))
+    server = [int(eks.connection["pid"])] if "pid" in eks.connection else []
+    server_before = worker_cpu_seconds(server)
     with tempfile.TemporaryFile("w+") as out:
         started = time.perf_counter()
         child = subprocess.Popen(command, env=env, stdout=out, cwd=ROOT)
@@ -108,16 +110,8 @@ def _collect(eks: RunningFakeEks, cluster: str, concurrency: int, transport: Tra
         scraped=health["nodesScraped"], failed=health["nodesFailedByReason"], wall_s=wall,
         collect_s=health["scrapeDurationMs"] / 1000, cpu_s=usage.ru_utime + usage.ru_stime,
         peak_rss_mb=usage.ru_maxrss / 1024, load=os.getloadavg()[0],
-        server_cpu_s=_cpu_seconds(eks.connection.get("pid")) - server_before,
+        server_cpu_s=worker_cpu_seconds(server) - server_before,
     )
-
-
-def _cpu_seconds(pid: int | None) -> float:
-    """CPU seconds a process has used so far (0 when unknown)."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _table(runs: list[Run]) -> str:

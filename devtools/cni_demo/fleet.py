@@ -151,6 +151,19 @@ def check_health(health: dict[str, dict[str, float]], clusters: int) -> list[str
             if health[label].get(name) != value]
 
 
+def between_periods(
+    stand_ins: FleetStandIns, truth: TruthTracker, clusters: Sequence[str], first: Cycle
+) -> None:
+    """After the first period: the truth's baselines taken and counting from there, the stand-in moved one
+    step, and a wait until the second period's timestamps fall in a later second than the first's."""
+    for name in clusters:
+        truth.observe(name)
+    truth.start_counting()
+    for name in clusters:
+        stand_ins.eks.advance(name)
+    next_second(first)
+
+
 def describe(label: str, cycle: Cycle) -> str:
     """One line: the period's timings and statuses."""
     times = sorted(cycle.invocation_seconds)
@@ -183,12 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             truth = TruthTracker(stand_ins.eks, clusters)
             first = dispatch(api)
             print(describe("period 1", first), flush=True)
-            for name in clusters:
-                truth.observe(name)
-            truth.start_counting()
-            for name in clusters:
-                stand_ins.eks.advance(name)
-            next_second(first)
+            between_periods(stand_ins, truth, clusters, first)
             second = dispatch(api)
             print(describe("period 2", second), flush=True)
             gauges = {name: truth.observe(name) for name in clusters}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
 import subprocess
 import sys
@@ -197,9 +196,3 @@ def _outcomes(record: Record) -> dict[str, dict[str, Any]]:
         found.setdefault(cluster, {"cluster": cluster, "status": "invocation_failed", "collected_at": None,
                                    "error": f"{error.get('errorType')}: {error.get('errorMessage')}"})
     return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) a live process has used so far."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
