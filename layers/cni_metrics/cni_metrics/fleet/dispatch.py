@@ -100,16 +100,20 @@ def plan_dispatch(
             small.append((count, cluster))
         else:
             alone.append(Group((cluster,), count))
-    bins: list[tuple[list[str], list[int]]] = []  # first-fit decreasing: (clusters, [nodes])
+    bins: list[list[tuple[int, str]]] = []  # first-fit decreasing: each group's (nodes, cluster)
     for count, cluster in sorted(small, key=lambda pair: (-pair[0], pair[1])):
-        for members, load in bins:
-            if len(members) < group_max_clusters and load[0] + count <= group_max_nodes:
-                members.append(cluster)
-                load[0] += count
+        for members in bins:
+            if len(members) < group_max_clusters and _load(members) + count <= group_max_nodes:
+                members.append((count, cluster))
                 break
         else:
-            bins.append(([cluster], [count]))
-    return Plan("fanout", (*alone, *(Group(tuple(members), load[0]) for members, load in bins)))
+            bins.append([(count, cluster)])
+    groups = (Group(tuple(cluster for _, cluster in members), _load(members)) for members in bins)
+    return Plan("fanout", (*alone, *groups))
+
+
+def _load(members: Sequence[tuple[int, str]]) -> int:
+    return sum(count for count, _ in members)
 
 
 def _total(chunk: Sequence[str], nodes: Mapping[str, int | None]) -> int | None:
