@@ -17,7 +17,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -154,12 +154,21 @@ def _pages(
     api: ApiClient, tokens: BearerTokens, timeout: tuple[float, float], page_size: int,
     deadline: float | None,
 ) -> Iterator[AwsNodePod]:
+    for item in page_items(lambda token: _page(api, tokens, token, timeout, page_size, deadline)):
+        yield pod_from_json(item)
+
+
+def page_items(fetch: Callable[[str | None], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The items of a Kubernetes list, page by page: ``fetch(continue_token)`` reads one page (None: the
+    first). A page is released before the next is asked for, so at most one is in memory."""
     token: str | None = None
     while True:
-        page = _page(api, tokens, token, timeout, page_size, deadline)
-        for item in page.get("items") or ():
-            yield pod_from_json(item)
+        page = fetch(token)
         token = (page.get("metadata") or {}).get("continue") or None
+        items = page.get("items") or []
+        del page
+        yield from items
+        del items
         if token is None:
             return
 

@@ -37,7 +37,7 @@ from urllib3.exceptions import HTTPError
 
 from cni_metrics.adapters.aws_clients import Deadline
 from cni_metrics.adapters.eks_auth import ClusterAccessError, ClusterTarget, client_for
-from cni_metrics.adapters.kube import get_json
+from cni_metrics.adapters.kube import get_json, page_items
 from cni_metrics.capacity.core import Subnet
 
 ZONE_LABELS = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone")
@@ -95,21 +95,15 @@ class Budget:
 
 def _items(api: ApiClient, path: str, budget: Budget, accept: str = "application/json"
            ) -> Iterator[dict[str, Any]]:
-    """The items of a list, read page by page (``limit``/``continue``); a page is released before the
-    next is asked for, so at most one is in memory."""
-    token: str | None = None
-    while True:
+    """The items of a list, read page by page (``limit``/``continue``, one page in memory at a time)."""
+
+    def page(token: str | None) -> dict[str, Any]:
         query: list[tuple[str, str | int]] = [("limit", PAGE_SIZE)]
         if token:
             query.append(("continue", token))
-        page = get_json(api, path, query, budget.next(), accept)
-        token = (page.get("metadata") or {}).get("continue") or None
-        items = page.get("items") or []
-        del page
-        yield from items
-        del items
-        if token is None:
-            return
+        return get_json(api, path, query, budget.next(), accept)
+
+    return page_items(page)
 
 
 def _label(labels: dict[str, str], keys: tuple[str, ...]) -> str | None:
