@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 from cni_metrics.core.catalogue import DIMENSION, FLEET_METRICS, METRICS
 from cni_metrics.core.metric_sets import COMPAT, FULL
-from cni_metrics.dashboard.body import DashboardOptions, build_dashboards, managed_marker
+from cni_metrics.dashboard.body import TOP_N, DashboardOptions, build_dashboards, managed_marker
 from cni_metrics.dashboard.fleet_page import (
     RANKINGS,
-    TOP_N,
     InsightsQuery,
     build_fleet_page,
     fleet_page_name,
