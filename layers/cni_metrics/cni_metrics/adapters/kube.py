@@ -36,6 +36,29 @@ LABEL_SELECTOR = "k8s-app=aws-node"
 CONTAINER = "aws-node"
 PAGE_SIZE = 500
 LIST_THROTTLE_RETRIES = 3
+MIN_REQUEST_SECONDS = 0.05  # no Kubernetes request starts with less time than this left
+
+
+class OutOfTime(TimeoutError):
+    """The deadline passed before a Kubernetes request could start."""
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Per-request Kubernetes timeouts, cut to the time left before ``deadline`` (on ``clock``)."""
+
+    timeout: tuple[float, float]
+    deadline: float | None = None
+    clock: Callable[[], float] = time.monotonic
+
+    def next(self) -> tuple[float, float]:
+        """The (connect, read) timeouts of the next request; ``OutOfTime`` when none is left."""
+        if self.deadline is None:
+            return self.timeout
+        remaining = self.deadline - self.clock()
+        if remaining <= MIN_REQUEST_SECONDS:
+            raise OutOfTime("the collection's deadline passed")
+        return (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
 
 
 class DiscoveryError(Exception):
@@ -211,11 +234,10 @@ def _get_json(
     query: list[tuple[str, str | int]] = [("labelSelector", LABEL_SELECTOR), ("limit", page_size)]
     if token:
         query.append(("continue", token))
-    if deadline is not None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0.05:
-            raise DiscoveryError("the deadline passed while listing aws-node pods")
-        timeout = (min(timeout[0], remaining), min(timeout[1], remaining))
+    try:
+        timeout = Budget(timeout, deadline).next()
+    except OutOfTime:
+        raise DiscoveryError("the deadline passed while listing aws-node pods") from None
     return get_json(api, f"/api/v1/namespaces/{NAMESPACE}/pods", query, timeout)
 
 

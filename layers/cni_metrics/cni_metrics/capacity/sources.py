@@ -21,7 +21,6 @@ after it, and the EKS and EC2 clients carry the deadline (``aws_clients.Deadline
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -37,14 +36,13 @@ from urllib3.exceptions import HTTPError
 
 from cni_metrics.adapters.aws_clients import Deadline
 from cni_metrics.adapters.eks_auth import ClusterAccessError, ClusterTarget, client_for
-from cni_metrics.adapters.kube import get_json, page_items
+from cni_metrics.adapters.kube import Budget, get_json, page_items
 from cni_metrics.capacity.core import Subnet
 
 ZONE_LABELS = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone")
 INSTANCE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
 ENICONFIG_PATH = "/apis/crd.k8s.amazonaws.com/v1alpha1/eniconfigs"
 PAGE_SIZE = 500
-MIN_REQUEST_SECONDS = 0.05
 _SOURCE_CLIENT_CONFIG = Config(
     connect_timeout=3, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"}
 )
@@ -69,28 +67,6 @@ class CapacitySources:
 
 
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
-
-
-class OutOfTime(TimeoutError):
-    """The collection's deadline passed before a Kubernetes request could start."""
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """Per-request Kubernetes timeouts, cut to the time left before ``deadline`` (on ``clock``)."""
-
-    timeout: tuple[float, float]
-    deadline: float | None = None
-    clock: Callable[[], float] = time.monotonic
-
-    def next(self) -> tuple[float, float]:
-        """The (connect, read) timeouts of the next request; ``OutOfTime`` when none is left."""
-        if self.deadline is None:
-            return self.timeout
-        remaining = self.deadline - self.clock()
-        if remaining <= MIN_REQUEST_SECONDS:
-            raise OutOfTime("the collection's deadline passed")
-        return (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
 
 
 def _items(api: ApiClient, path: str, budget: Budget, accept: str = "application/json"
