@@ -273,9 +273,9 @@ def test_sums_beyond_the_cloudwatch_range_are_left_out_with_a_reason() -> None:
     limit = 2.0**360
     nodes = [node(k, {ADD: limit}, {"awscni_ip_max": limit, "awscni_eni_max": 4.0}) for k in ("a", "b")]
     first = aggregate(nodes, None, now=T0)
-    grown = [node(k, {ADD: limit}, {"awscni_ip_max": limit, "awscni_eni_max": 4.0}) for k in ("a", "b")]
+    # and the same nodes after baselines of -2^360 each: every counter increase is 2^361
     previous = ClusterState(T0, {k: PodState(k, None, None, {ADD: -limit}) for k in ("a", "b")})
-    second = aggregate(grown, previous, now=T1)
+    second = aggregate(nodes, previous, now=T1)
     # then the sums are not published nor totalled, each named as left out; the rest is published
     assert metrics_of(first) == {"eniMaxAvailable": 8.0}
     assert first.dropped == (f"maxIPAddresses: {2 * limit!r} is not a number within ±2^360",)

@@ -68,9 +68,7 @@ def _world() -> tuple[World, EntriesFleet]:
 def _grow(world: World, by: float) -> None:
     """Every pod's counter grows by ``by`` (no restart, no churn: nothing the protocol may lose)."""
     for cluster in world.clusters.values():
-        for pod in cluster.pods.values():
-            pod.value += by
-            pod.increments += by
+        cluster.grow(by)
 
 
 def test_fleet_document_alone_is_fleet_mode_and_names_are_not_checked_at_load() -> None:

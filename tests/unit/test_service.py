@@ -93,6 +93,13 @@ class SimCluster:
         for pod in self.pods.values():
             pod.failing = self.baseline is not None and self.rng.random() < 0.1
 
+    def grow(self, amount: float) -> float:
+        """Every pod's counter grows by ``amount`` (no restart, churn or failure); the true increase."""
+        for pod in self.pods.values():
+            pod.value += amount
+            pod.increments += amount
+        return amount * len(self.pods)
+
     def served_total(self) -> float:
         return self.gone_served + sum(pod.served for pod in self.pods.values())
 

@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import pytest
 from cni_metrics.adapters.state_store import DocumentError, StoredObject, decode_document
-from test_service import SimCluster, World
+from test_service import World
 
 POISONED_DATUM = (
     '{"id":"old/alpha","owner":null,"lease_until":null,"collected_at":"2026-11-28T05:59:00+00:00",'
     '"metrics":[["assignIPAddresses",12.0,"Count"],["addReqCount",POISON,"Count"]]}'
 )
-
-
-def grow(cluster: SimCluster, amount: float) -> float:
-    """Every pod's counter grows by ``amount`` (no restart, churn or failure); the true increase."""
-    for pod in cluster.pods.values():
-        pod.value += amount
-        pod.increments += amount
-    return amount * len(cluster.pods)
 
 
 def poison(body: bytes, where: str, number: str) -> bytes:
@@ -52,7 +44,7 @@ def test_a_non_finite_or_huge_number_in_the_stored_document_is_replaced_and_coun
     assert poisoned != stored.body
     world.store.objects["alpha"] = StoredObject(poisoned, stored.etag)
     world.clock.advance(60)
-    grow(cluster, 5)
+    cluster.grow(5)
     # when the next run comes
     replaced = world.outcome(world.run(), "alpha")
     # then it reports the corrupt object with the reason, publishes gauges but no counter increase,
@@ -66,7 +58,7 @@ def test_a_non_finite_or_huge_number_in_the_stored_document_is_replaced_and_coun
     assert decode_document(after.body).outbox == []
     # when the counters grow and the run after that comes
     world.clock.advance(60)
-    true_increase = grow(cluster, 7)
+    true_increase = cluster.grow(7)
     resumed = world.outcome(world.run(), "alpha")
     # then it publishes the increase since the replacement exactly
     assert (resumed.status, resumed.state) == ("ok", "updated")
