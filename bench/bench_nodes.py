@@ -24,8 +24,8 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-from cni_metrics.adapters.kube import api_client, get_json
-from cni_metrics.capacity.sources import METADATA_ONLY, PAGE_SIZE, Budget, list_nodes
+from cni_metrics.adapters.kube import Budget, api_client, get_json
+from cni_metrics.capacity.sources import METADATA_ONLY, PAGE_SIZE, list_nodes
 from fake_eks.testing import RunningFakeEks, start_fake_eks
 from kubernetes.client.api_client import ApiClient
 
