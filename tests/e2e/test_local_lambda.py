@@ -93,19 +93,12 @@ def lambda_handler(event, context):
 '''
 
 
-@pytest.fixture(scope="module")
-def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A `sam build`-shaped directory: built template, function code dirs, one layer with python/."""
-    root = tmp_path_factory.mktemp("build")
-    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
-    (root / "template.yaml").write_text(BUILT_TEMPLATE % {"minor": minor})
-    (root / "Echo").mkdir()
-    (root / "Echo" / "app.py").write_text(ECHO_HANDLER)
-    (root / "Broken").mkdir()
-    (root / "Broken" / "app.py").write_text("import module_that_is_not_there\n")
-    (root / "Lib" / "python").mkdir(parents=True)
-    (root / "Lib" / "python" / "libmod.py").write_text("VALUE = 1\n")
-    return root
+# with BUILT_TEMPLATE, conftest's build_dir: function code dirs, one layer with python/
+BUILD_FILES = {
+    "Echo/app.py": ECHO_HANDLER,
+    "Broken/app.py": "import module_that_is_not_there\n",
+    "Lib/python/libmod.py": "VALUE = 1\n",
+}
 
 
 def test_handler_runs_with_lambda_layout_and_environment(build_dir: Path, tmp_path: Path) -> None:

@@ -4,25 +4,27 @@ chosen PutMetricData calls and measures every call (moto itself enforces no PutM
 from __future__ import annotations
 
 import gzip
-import http.client
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
 
 import boto3
 import pytest
 import requests
 from cni_metrics.adapters.eks_auth import clear_caches
+from cni_metrics.adapters.scrape import TRANSPORTS, Transport
 from fake_eks.testing import RunningFakeEks, start_fake_eks
+from harness import STATE_BUCKET as STATE_BUCKET  # the name test modules import from here
+from harness import ProxyHandler, proxying
 from moto.server import ThreadedMotoServer
+from tls_server import LoopbackServer
 
+Server = TypeVar("Server", bound=LoopbackServer)
 REGION = "us-east-1"
-STATE_BUCKET = "cni-metrics-test-state"
 FAULTS = {
     "throttle": (400, {"__type": "Throttling", "message": "Rate exceeded"}, "Throttling;Sender"),
     "500": (500, {"__type": "InternalServiceError", "message": "internal"}, "InternalServiceError;Receiver"),
@@ -102,17 +104,10 @@ class CloudWatchProxy:
         return [call for call in self.calls if call.failed_with is None]
 
 
-def _handler(proxy: CloudWatchProxy, upstream: str) -> type[BaseHTTPRequestHandler]:
-    target = urlsplit(upstream)
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet."""
-
+def _handler(proxy: CloudWatchProxy, upstream: str) -> type[ProxyHandler]:
+    class Handler(ProxyHandler):
         def _forward(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = self.read_body()
             if self.headers.get("X-Amz-Target", "").endswith(".PutMetricData"):
                 fault = proxy.take_fault()
                 # botocore gzips larger PutMetricData bodies; sizes are measured uncompressed
@@ -122,31 +117,17 @@ def _handler(proxy: CloudWatchProxy, upstream: str) -> type[BaseHTTPRequestHandl
                     proxy.calls.append(PutCall(datums, len(plain), fault))
                 if fault is not None:
                     status, doc, query_error = FAULTS[fault]
-                    payload = json.dumps(doc).encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/x-amz-json-1.0")
-                    self.send_header("x-amzn-query-error", query_error)
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
+                    headers = [
+                        ("Content-Type", "application/x-amz-json-1.0"), ("x-amzn-query-error", query_error)
+                    ]
+                    self.answer(status, headers, json.dumps(doc).encode())
                     return
-            connection = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=60)
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-            connection.request(self.command, self.path, body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-            self.send_response(response.status)
-            for key, value in response.getheaders():
-                if key.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
-                    self.send_header(key, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            connection.close()
+            self.answer(*self.fetch(body))
 
         do_POST = _forward
         do_GET = _forward
 
+    Handler.upstream = upstream
     return Handler
 
 
@@ -154,14 +135,27 @@ def _handler(proxy: CloudWatchProxy, upstream: str) -> type[BaseHTTPRequestHandl
 def cloudwatch_proxy(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[CloudWatchProxy]:
     """A failing/measuring proxy in front of moto's CloudWatch, set as AWS_ENDPOINT_URL_CLOUDWATCH."""
     proxy = CloudWatchProxy("")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(proxy, aws))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    proxy.url = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", proxy.url)
-    yield proxy
-    server.shutdown()
-    server.server_close()
+    with proxying(monkeypatch, "AWS_ENDPOINT_URL_CLOUDWATCH", _handler(proxy, aws)) as proxy.url:
+        yield proxy
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> Transport:
+    """Each test taking it runs on both scrape transports."""
+    value: Transport = request.param
+    return value
+
+
+@pytest.fixture
+def loopback() -> Iterator[Callable[[Server], Server]]:
+    """Start a loopback server (tls_server) for the rest of the test: ``loopback(KeepAliveServer(...))``."""
+    with ExitStack() as servers:
+
+        def start(server: Server) -> Server:
+            servers.enter_context(server)
+            return server
+
+        yield start
 
 
 @pytest.fixture(autouse=True)

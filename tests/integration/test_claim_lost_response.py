@@ -8,7 +8,6 @@ increase reach CloudWatch (moto, through the measuring proxy) exactly, and nothi
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import os
@@ -18,9 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -29,10 +26,11 @@ from cni_metrics.adapters import eks_auth
 from cni_metrics.collector.job import ClusterOutcome, run_collection
 from cni_metrics.collector.settings import load_settings
 from cni_metrics.collector.wiring import build_deps
+from conftest import STATE_BUCKET
+from harness import ProxyHandler, collector_settings, proxying, set_env
 
 pytestmark = pytest.mark.integration
 
-STATE_BUCKET = "cni-metrics-test-state"
 CLUSTER = "lost-alpha"
 SCENARIO: dict[str, Any] = {
     "name": "claim-lost-response",
@@ -108,38 +106,22 @@ class LosingS3Proxy:
             return True
 
 
-def _handler(proxy: LosingS3Proxy) -> type[BaseHTTPRequestHandler]:
-    target = urlsplit(proxy.upstream)
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet."""
+def _handler(proxy: LosingS3Proxy) -> type[ProxyHandler]:
+    class Handler(ProxyHandler):
+        upstream = proxy.upstream
 
         def _forward(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            connection = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=30)
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-            connection.request(self.command, self.path, body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-            connection.close()
+            body = self.read_body()
+            status, headers, data = self.fetch(body, timeout=30)
             state_put = self.command == "PUT" and self.path.split("?")[0].endswith(".json")
             if state_put:
                 with proxy.lock:
-                    proxy.statuses.append(response.status)
-            if state_put and response.status == 200 and proxy.loses(json.loads(body)):
+                    proxy.statuses.append(status)
+            if state_put and status == 200 and proxy.loses(json.loads(body)):
                 # S3 committed the write; the client hears nothing and its connection is closed
                 self.close_connection = True
                 return
-            self.send_response(response.status)
-            for key, value in response.getheaders():
-                if key.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
-                    self.send_header(key, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.answer(status, headers, data)
 
         do_GET = _forward
         do_PUT = _forward
@@ -154,32 +136,18 @@ def _handler(proxy: LosingS3Proxy) -> type[BaseHTTPRequestHandler]:
 def s3_proxy(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LosingS3Proxy]:
     """The losing proxy in front of moto's S3, set as AWS_ENDPOINT_URL_S3."""
     proxy = LosingS3Proxy(aws)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(proxy))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    proxy.url = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
-    yield proxy
-    server.shutdown()
-    server.server_close()
+    with proxying(monkeypatch, "AWS_ENDPOINT_URL_S3", _handler(proxy)) as proxy.url:
+        yield proxy
 
 
 @pytest.fixture
 def stand_in(aws: str, fake_eks_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> Any:
     """The scenario's stand-in; the collector's environment points at it and at moto."""
     eks = fake_eks_factory(SCENARIO)
-    env = {
+    set_env(monkeypatch, {
         **eks.env(),
-        "CLUSTER_NAMES": CLUSTER,
-        "STATE_BUCKET": STATE_BUCKET,
-        "PUBLISH_MODE": "putmetricdata",
-        "CONNECT_TIMEOUT_SECONDS": "3",
-        "READ_TIMEOUT_SECONDS": "5",
-        "PUBLISH_MARGIN_SECONDS": "5",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+        **collector_settings(CLUSTER_NAMES=CLUSTER, CONNECT_TIMEOUT_SECONDS="3", READ_TIMEOUT_SECONDS="5"),
+    })
     eks_auth.clear_caches()
     return eks
 

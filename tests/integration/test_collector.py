@@ -27,13 +27,13 @@ from cni_demo.truth import COUNTERS, TruthTracker
 from cni_metrics.adapters import eks_auth
 from cni_metrics.collector.settings import ConfigError
 from cni_metrics.core import catalogue
+from harness import STATE_BUCKET, collector_settings, metric_sums, set_env
 from lambda_app import LambdaContext, load_app
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEDULED = json.loads((ROOT / "events" / "scheduled.json").read_text())
-STATE_BUCKET = "cni-metrics-test-state"
 SCENARIO: dict[str, Any] = {
     "name": "collector-it",
     "seed": 11,
@@ -70,41 +70,16 @@ def load_handler() -> ModuleType:
 def stand_in(aws: str, fake_eks_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> Any:
     """The scenario's stand-in; the collector's environment points at it and at moto."""
     eks = fake_eks_factory(SCENARIO)
-    for key, value in eks.env().items():
-        monkeypatch.setenv(key, value)
-    env = {
-        "CLUSTER_NAMES": ",".join(CLUSTERS),
-        "STATE_BUCKET": STATE_BUCKET,
-        "PUBLISH_MODE": "putmetricdata",
-        "PUBLISH_MAX_ATTEMPTS": "2",
+    set_env(monkeypatch, eks.env())
+    set_env(monkeypatch, collector_settings(
+        CLUSTER_NAMES=",".join(CLUSTERS),
+        PUBLISH_MAX_ATTEMPTS="2",
         # the default: the stand-in shares this process (and its GIL) with moto and the handler, and its
         # TLS handshakes have been seen to stall past 1 s here
-        "CONNECT_TIMEOUT_SECONDS": "3",
-        "READ_TIMEOUT_SECONDS": "5",
-        "PUBLISH_MARGIN_SECONDS": "5",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+        CONNECT_TIMEOUT_SECONDS="3",
+        READ_TIMEOUT_SECONDS="5",
+    ))
     return eks
-
-
-def cloudwatch_sums(cluster: str, names: list[str], since: datetime) -> dict[str, float]:
-    """Sum of every datum of each metric read back from CloudWatch (moto)."""
-    cloudwatch = boto3.client("cloudwatch")
-    out = {}
-    for name in names:
-        points = cloudwatch.get_metric_statistics(
-            Namespace="Kubernetes",
-            MetricName=name,
-            Dimensions=[{"Name": "CLUSTER_ID", "Value": cluster}],
-            StartTime=since,
-            EndTime=datetime.now(UTC) + timedelta(minutes=5),
-            Period=86400,
-            Statistics=["Sum"],
-        )["Datapoints"]
-        out[name] = sum(point["Sum"] for point in points)
-    return out
 
 
 def delivered_by_cycle(proxy: Any) -> dict[tuple[str, int], dict[str, list[float]]]:
@@ -184,7 +159,8 @@ def test_thirty_cycles_with_churn_failures_cold_starts_and_overlap_publish_the_t
     for cluster in CLUSTERS:
         expected = truth.increases(cluster)
         assert sum(expected.values()) > 0
-        assert cloudwatch_sums(cluster, sorted(expected), started) == pytest.approx(expected), cluster
+        published = metric_sums(cluster, sorted(expected), started, datetime.now(UTC) + timedelta(minutes=5))
+        assert published == pytest.approx(expected), cluster
     # and no PutMetricData call broke the API limits
     assert all(len(call.datums) <= 1000 and call.size <= 1_000_000 for call in cloudwatch_proxy.calls)
 

@@ -14,11 +14,9 @@ from typing import Any
 
 import boto3
 import pytest
-from cni_metrics.adapters import eks_auth
-from cni_metrics.fleet import document as fleet_document
-from cni_metrics.fleet import resolve as fleet_resolve
 from cni_metrics.fleet.job import DispatchFailed
 from cni_metrics.settings_fields import ConfigError
+from harness import STATE_BUCKET, fleet_caches_cleared, metric_sums, put_document, set_env
 from lambda_app import LambdaContext, load_app
 from test_fleet_invoke import (
     FUNCTION,
@@ -30,7 +28,6 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEDULED = json.loads((ROOT / "events" / "scheduled.json").read_text())
-STATE_BUCKET = "cni-metrics-test-state"
 PREFIX = "cni-metrics/state/"
 FLEET_BUCKET, FLEET_KEY = "cni-metrics-test-fleet", "fleet.json"
 B = "222233334444"
@@ -67,38 +64,25 @@ def dispatcher(
 ) -> Iterator[InvokeApi]:
     """moto with the state bucket and the fleet document, the stand-in's EKS/STS and keys, the recording
     Invoke API, and the dispatcher's environment."""
-    for key, value in eks.env().items():
-        monkeypatch.setenv(key, value)
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=FLEET_BUCKET)
-    s3.put_object(Bucket=FLEET_BUCKET, Key=FLEET_KEY, Body=json.dumps(DOCUMENT).encode())
-    env = {"FLEET_DOCUMENT": f"s3://{FLEET_BUCKET}/{FLEET_KEY}", "COLLECTOR_FUNCTION": FUNCTION,
-           "STATE_BUCKET": STATE_BUCKET, "STATE_PREFIX": PREFIX, "PUBLISH_MODE": "putmetricdata",
-           "POWERTOOLS_LOG_LEVEL": "WARNING"}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    for clear in (eks_auth.clear_caches, fleet_resolve.clear_caches, fleet_document.clear_cache):
-        clear()
-    yield invoke_api
-    for clear in (eks_auth.clear_caches, fleet_resolve.clear_caches, fleet_document.clear_cache):
-        clear()
+    set_env(monkeypatch, eks.env())
+    put_document(FLEET_BUCKET, FLEET_KEY, DOCUMENT)
+    set_env(monkeypatch, {
+        "FLEET_DOCUMENT": f"s3://{FLEET_BUCKET}/{FLEET_KEY}", "COLLECTOR_FUNCTION": FUNCTION,
+        "STATE_BUCKET": STATE_BUCKET, "STATE_PREFIX": PREFIX, "PUBLISH_MODE": "putmetricdata",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    })
+    with fleet_caches_cleared():
+        yield invoke_api
 
 
 def _health(name: str) -> dict[str, float]:
     """Every fleet datum under CLUSTER_ID fleet:<name>, read back from moto (Sum over the last hour)."""
-    cloudwatch = boto3.client("cloudwatch")
     dimensions: Any = [{"Name": "CLUSTER_ID", "Value": f"fleet:{name}"}]
-    metrics = cloudwatch.list_metrics(Namespace="Kubernetes", Dimensions=dimensions)["Metrics"]
+    listed = boto3.client("cloudwatch").list_metrics(Namespace="Kubernetes", Dimensions=dimensions)
+    names = {metric["MetricName"] for metric in listed["Metrics"]}
     now = datetime.now(UTC)
-    out = {}
-    for metric in {m["MetricName"] for m in metrics}:
-        points = cloudwatch.get_metric_statistics(
-            Namespace="Kubernetes", MetricName=metric, Dimensions=dimensions,
-            StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5), Period=3600,
-            Statistics=["Sum"],
-        )["Datapoints"]
-        out[metric] = sum(point["Sum"] for point in points)
-    return out
+    start, end = now - timedelta(hours=1), now + timedelta(minutes=5)
+    return metric_sums(f"fleet:{name}", names, start, end, period=3600)
 
 
 def test_the_dispatcher_fans_the_fleet_out_and_publishes_its_health(dispatcher: InvokeApi) -> None:
@@ -132,7 +116,7 @@ def test_the_dispatcher_fans_the_fleet_out_and_publishes_its_health(dispatcher: 
         "fleetClustersNeverCollected": 6.0, "fleetEntriesRefused": 1.0, "fleetDiscoveryErrors": 0.0,
         "fleetDispatchDurationMs": pytest.approx(result["seconds"] * 1000, abs=1),
     }
-    assert result["seconds"] <= seconds < 10
+    assert result["seconds"] <= seconds <= 55  # within the context's 55 s
 
 
 def test_inline_mode_names_every_cluster_in_one_invocation(

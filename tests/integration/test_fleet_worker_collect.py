@@ -6,23 +6,18 @@ errors of their own that change nothing of the others' numbers."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
 from cni_demo.truth import TruthTracker
-from cni_metrics.adapters import eks_auth
-from cni_metrics.fleet import document as fleet_document
-from cni_metrics.fleet import resolve as fleet_resolve
+from harness import collector_settings, fleet_caches_cleared, metric_sums, put_document, set_env
 from lambda_app import LambdaContext, load_app
 
 pytestmark = pytest.mark.integration
 
-STATE_BUCKET = "cni-metrics-test-state"
 FLEET_BUCKET = "cni-metrics-test-fleet"
 FLEET_KEY = "fleets/it.json"
 B = "222233334444"
@@ -56,34 +51,14 @@ GAUGE_CHECKED = ("assignIPAddresses", "totalIPAddresses", "maxIPAddresses", "eni
 def fleet_env(aws: str, fake_eks_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> Any:
     """The stand-in, the fleet document in moto's S3, the collector's environment in fleet mode."""
     eks = fake_eks_factory(SCENARIO)
-    for key, value in eks.env().items():
-        monkeypatch.setenv(key, value)
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=FLEET_BUCKET)
-    s3.put_object(Bucket=FLEET_BUCKET, Key=FLEET_KEY, Body=json.dumps(DOCUMENT).encode())
-    env = {"FLEET_DOCUMENT": f"s3://{FLEET_BUCKET}/{FLEET_KEY}", "STATE_BUCKET": STATE_BUCKET,
-           "PUBLISH_MODE": "putmetricdata", "PUBLISH_MARGIN_SECONDS": "5", "CONNECT_TIMEOUT_SECONDS": "2",
-           "READ_TIMEOUT_SECONDS": "5", "POWERTOOLS_LOG_LEVEL": "WARNING"}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    for clear in (eks_auth.clear_caches, fleet_resolve.clear_caches, fleet_document.clear_cache):
-        clear()
-    yield eks
-    for clear in (eks_auth.clear_caches, fleet_resolve.clear_caches, fleet_document.clear_cache):
-        clear()
-
-
-def _published(cluster_id: str, names: list[str], start: datetime, end: datetime) -> dict[str, float]:
-    """Σ of each metric's datums under CLUSTER_ID = cluster_id in [start, end), read back from moto."""
-    cloudwatch = boto3.client("cloudwatch")
-    out = {}
-    for name in names:
-        points = cloudwatch.get_metric_statistics(
-            Namespace="Kubernetes", MetricName=name, Dimensions=[{"Name": "CLUSTER_ID", "Value": cluster_id}],
-            StartTime=start, EndTime=end, Period=86400, Statistics=["Sum"],
-        )["Datapoints"]
-        out[name] = sum(point["Sum"] for point in points)
-    return out
+    set_env(monkeypatch, eks.env())
+    put_document(FLEET_BUCKET, FLEET_KEY, DOCUMENT)
+    document = f"s3://{FLEET_BUCKET}/{FLEET_KEY}"
+    set_env(monkeypatch, collector_settings(
+        FLEET_DOCUMENT=document, CONNECT_TIMEOUT_SECONDS="2", READ_TIMEOUT_SECONDS="5"
+    ))
+    with fleet_caches_cleared():
+        yield eks
 
 
 def _event(names: list[str]) -> dict[str, Any]:
@@ -122,19 +97,19 @@ def test_a_worker_collects_fleet_ids_and_refuses_others_leaving_their_numbers(fl
                 if c["collected_at"]}
     for cluster_id, name in (("a-prod", "a-east"), ("b-west", "b-west")):
         at = first_at[cluster_id].replace(microsecond=0)
-        read = _published(cluster_id, list(GAUGE_CHECKED), at, at + timedelta(seconds=1))
+        read = metric_sums(cluster_id, list(GAUGE_CHECKED), at, at + timedelta(seconds=1))
         assert read == pytest.approx({metric: gauges[name][metric] for metric in GAUGE_CHECKED}), cluster_id
     end = datetime.now(UTC) + timedelta(minutes=5)
-    assert _published("a-east", ["nodesTotal"], started, end) == {"nodesTotal": 0}
-    assert _published("nope", ["nodesTotal"], started, end) == {"nodesTotal": 0}
+    assert metric_sums("a-east", ["nodesTotal"], started, end) == {"nodesTotal": 0}
+    assert metric_sums("nope", ["nodesTotal"], started, end) == {"nodesTotal": 0}
     # and the second cycle's counter increases are the pods' true increments
     for cluster_id, name in (("a-prod", "a-east"), ("b-west", "b-west")):
         expected = truth.increases(name)
         assert sum(expected.values()) > 0
-        assert _published(cluster_id, sorted(expected), started, end) == pytest.approx(expected), cluster_id
+        assert metric_sums(cluster_id, sorted(expected), started, end) == pytest.approx(expected), cluster_id
     # and the unreachable cluster published its health under its own id: every node unknown, none scraped
-    broken = _published("a-broken", ["nodesTotal", "nodesScraped", "collectionFailed"], started, end)
+    broken = metric_sums("a-broken", ["nodesTotal", "nodesScraped", "collectionFailed"], started, end)
     assert broken == {"nodesTotal": 0, "nodesScraped": 0, "collectionFailed": 2}  # it failed both cycles
     # and the healthy clusters said in both cycles that they were collected
     for cluster_id in ("a-prod", "b-west"):
-        assert _published(cluster_id, ["collectionFailed"], started, end) == {"collectionFailed": 0}
+        assert metric_sums(cluster_id, ["collectionFailed"], started, end) == {"collectionFailed": 0}

@@ -25,13 +25,13 @@ from cni_metrics.adapters import eks_auth
 from cni_metrics.core import catalogue
 from cni_metrics.core.metric_sets import ALWAYS, COMPAT, SETS, STANDARD, MetricSet
 from fake_eks.network import MotoNetwork
+from harness import collector_settings, set_env
 from lambda_app import LambdaContext, load_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEDULED = json.loads((ROOT / "events" / "scheduled.json").read_text())
-STATE_BUCKET = "cni-metrics-test-state"
 # Cycles per set: counters and the latency average from the second, hoursToIPExhaustion from the fifth
 # (five points of history and a rising trend).
 CYCLES = 6
@@ -96,22 +96,18 @@ def run_set(
     def run(metric_set: MetricSet) -> SetRun:
         eks = fake_eks_factory("demo")
         clusters = eks.clusters
-        env = {
+        set_env(monkeypatch, {
             **eks.env(),
             "AWS_ENDPOINT_URL_EC2": aws,
-            "CLUSTER_NAMES": ",".join(clusters),
-            "STATE_BUCKET": STATE_BUCKET,
-            "STATE_PREFIX": f"{metric_set}/",
-            "METRICS_NAMESPACE": f"CniMetricSets/{metric_set}",
-            "METRIC_SET": metric_set,
-            "PUBLISH_MODE": "putmetricdata",
-            "CONNECT_TIMEOUT_SECONDS": "3",
-            "READ_TIMEOUT_SECONDS": "3",
-            "PUBLISH_MARGIN_SECONDS": "5",
-            "POWERTOOLS_LOG_LEVEL": "WARNING",
-        }
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
+            **collector_settings(
+                CLUSTER_NAMES=",".join(clusters),
+                STATE_PREFIX=f"{metric_set}/",
+                METRICS_NAMESPACE=f"CniMetricSets/{metric_set}",
+                METRIC_SET=metric_set,
+                CONNECT_TIMEOUT_SECONDS="3",
+                READ_TIMEOUT_SECONDS="3",
+            ),
+        })
         network = MotoNetwork(eks, boto3.client("ec2"))
         for cluster in clusters:
             network.provision(cluster)

@@ -5,22 +5,20 @@ InvalidParameterValue); the publisher must send the rest and drop only those dat
 from __future__ import annotations
 
 import gzip
-import http.client
 import json
 import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
 
 import boto3
 import pytest
 from botocore.config import Config
 from cni_metrics.adapters.publishers import MetricBatch, PutMetricDataPublisher
 from cni_metrics.core.model import MetricValue
+from harness import ProxyHandler, proxying
 
 pytestmark = pytest.mark.integration
 
@@ -50,25 +48,12 @@ class ValidatingProxy:
         return None
 
 
-def _handler(proxy: ValidatingProxy) -> type[BaseHTTPRequestHandler]:
-    target = urlsplit(proxy.upstream)
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet."""
-
-        def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-            self.send_response(status)
-            for key, value in headers:
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+def _handler(proxy: ValidatingProxy) -> type[ProxyHandler]:
+    class Handler(ProxyHandler):
+        upstream = proxy.upstream
 
         def _forward(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = self.read_body()
             if self.headers.get("X-Amz-Target", "").endswith(".PutMetricData"):
                 plain = gzip.decompress(body) if self.headers.get("Content-Encoding") == "gzip" else body
                 message = proxy.problem(json.loads(plain).get("MetricData", []))
@@ -81,17 +66,9 @@ def _handler(proxy: ValidatingProxy) -> type[BaseHTTPRequestHandler]:
                     error = {"__type": "InvalidParameterValueException", "message": message}
                     answer = [("Content-Type", "application/x-amz-json-1.0"),
                               ("x-amzn-query-error", "InvalidParameterValue;Sender")]
-                    self._answer(400, answer, json.dumps(error).encode())
+                    self.answer(400, answer, json.dumps(error).encode())
                     return
-            connection = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=60)
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-            connection.request(self.command, self.path, body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-            dropped = ("transfer-encoding", "connection", "content-length", "server", "date")
-            kept = [(key, value) for key, value in response.getheaders() if key.lower() not in dropped]
-            self._answer(response.status, kept, data)
-            connection.close()
+            self.answer(*self.fetch(body))
 
         do_POST = _forward
 
@@ -102,13 +79,8 @@ def _handler(proxy: ValidatingProxy) -> type[BaseHTTPRequestHandler]:
 def validating(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ValidatingProxy]:
     """The validating proxy in front of moto, as AWS_ENDPOINT_URL_CLOUDWATCH."""
     proxy = ValidatingProxy(aws)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(proxy))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    proxy.url = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", proxy.url)
-    yield proxy
-    server.shutdown()
-    server.server_close()
+    with proxying(monkeypatch, "AWS_ENDPOINT_URL_CLOUDWATCH", _handler(proxy)) as proxy.url:
+        yield proxy
 
 
 def _sums(moto: str, cluster: str, since: datetime) -> dict[str, tuple[float, float]]:

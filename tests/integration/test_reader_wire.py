@@ -9,13 +9,12 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 
 import pytest
 from cni_metrics.adapters.kube import api_client, list_aws_node_pods
 from cni_metrics.adapters.scrape import PodRef, Scraper, ScrapeResult, ScrapeSettings
-from tls_server import PAYLOAD, Requests, TlsServer, ok, response
+from tls_server import PAYLOAD, FixedTokens, Requests, TlsServer, ok, response
 
 pytestmark = pytest.mark.integration
 
@@ -39,24 +38,15 @@ class CraftedServer(TlsServer):
             conn.sendall(self.answer(request.line))
 
 
-class Tokens:
-    def token(self) -> str:
-        return TOKEN
-
-    def refresh(self, stale: str) -> str:
-        return TOKEN
-
-
 @pytest.fixture
-def crafted() -> Iterator[Callable[[Answer], CraftedServer]]:
-    with ExitStack() as servers:
-        yield lambda answer: servers.enter_context(CraftedServer(answer))
+def crafted(loopback: Callable[[CraftedServer], CraftedServer]) -> Callable[[Answer], CraftedServer]:
+    return lambda answer: loopback(CraftedServer(answer))
 
 
 def scrape(server: CraftedServer, *names: str) -> dict[str, ScrapeResult]:
     context = ssl.create_default_context(cadata=server.tls.ca_pem)
     settings = ScrapeSettings(concurrency=2, connect_timeout=2, read_timeout=2)
-    scraper = Scraper(server.url, context, Tokens(), settings)
+    scraper = Scraper(server.url, context, FixedTokens(TOKEN), settings)
     try:
         results = scraper.scrape_all([PodRef(f"uid-{n}", n) for n in names], time.monotonic() + 10)
     finally:
@@ -124,7 +114,7 @@ def test_listing_pods_survives_unicode_digits_in_retry_after_and_restart_count(
     throttled = response("429 Too Many Requests", b"", Retry_After=SUPERSCRIPT_TWO)
     answers = iter([throttled, _pod_list("²")])
     server = crafted(lambda request_line: next(answers))
-    tokens = Tokens()
+    tokens = FixedTokens(TOKEN)
     # when the aws-node pods are listed
     api = api_client(server.url, server.tls.ca_pem.encode(), tokens)
     pods = list_aws_node_pods(api, tokens, "crafted", deadline=time.monotonic() + 10)

@@ -18,12 +18,10 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 
 import pytest
 from cni_metrics.adapters.scrape import (
-    TRANSPORTS,
     ClusterScraper,
     PodRef,
     ScrapeResult,
@@ -33,7 +31,7 @@ from cni_metrics.adapters.scrape import (
 )
 from cni_metrics.adapters.tokens import BearerTokens
 from fake_eks.certs import make_cluster_tls
-from tls_server import PAYLOAD, Requests, TlsServer
+from tls_server import PAYLOAD, FixedTokens, Requests, TlsServer
 
 pytestmark = pytest.mark.integration
 
@@ -88,25 +86,10 @@ class KeepAliveServer(TlsServer):
                 return
 
 
-class Tokens:
-    def token(self) -> str:
-        return TOKEN
-
-    def refresh(self, stale: str) -> str:
-        return TOKEN
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> Transport:
-    """Each test taking it runs on both transports."""
-    value: Transport = request.param
-    return value
-
-
 @pytest.fixture
-def serve() -> Iterator[Callable[[Behaviour], KeepAliveServer]]:
-    with ExitStack() as servers:
-        yield lambda behaviour: servers.enter_context(KeepAliveServer(behaviour))
+def serve(loopback: Callable[[KeepAliveServer], KeepAliveServer]) -> Callable[[Behaviour], KeepAliveServer]:
+    """Start a keep-alive server for the test (a test taking conftest's ``transport`` runs on both)."""
+    return lambda behaviour: loopback(KeepAliveServer(behaviour))
 
 
 def scraper_for(
@@ -115,7 +98,7 @@ def scraper_for(
 ) -> ClusterScraper:
     """The scraper of ``settings.transport`` for ``url``, verifying with ``ca_pem`` alone."""
     context = ssl.create_default_context(cadata=ca_pem)
-    return open_scraper(url, context, tokens or Tokens(), settings, clock=clock)
+    return open_scraper(url, context, tokens or FixedTokens(TOKEN), settings, clock=clock)
 
 
 def _scraper(server: KeepAliveServer, transport: Transport) -> ClusterScraper:

@@ -25,11 +25,11 @@ from cni_metrics.adapters import eks_auth
 from cni_metrics.collector.settings import ConfigError, load_settings
 from fake_eks.certs import make_cluster_tls
 from fake_eks.testing import RunningFakeEks
+from harness import STATE_BUCKET, collector_settings, set_env
 from lambda_app import LambdaContext, load_app
 
 pytestmark = pytest.mark.integration
 
-STATE_BUCKET = "cni-metrics-test-state"
 TAG = "cni-metrics=enabled"
 SCENARIO: dict[str, Any] = {
     "name": "sec-event-token",
@@ -154,16 +154,9 @@ def collector_env(aws: str, eks: RunningFakeEks, monkeypatch: pytest.MonkeyPatch
         **eks.env(),
         "AWS_ENDPOINT_URL_S3": aws,
         "AWS_ENDPOINT_URL_CLOUDWATCH": aws,
-        "CLUSTER_NAMES": "sec-alpha",
-        "STATE_BUCKET": STATE_BUCKET,
-        "PUBLISH_MODE": "putmetricdata",
-        "PUBLISH_MAX_ATTEMPTS": "1",
-        "READ_TIMEOUT_SECONDS": "5",
-        "PUBLISH_MARGIN_SECONDS": "5",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        **collector_settings(CLUSTER_NAMES="sec-alpha", PUBLISH_MAX_ATTEMPTS="1", READ_TIMEOUT_SECONDS="5"),
     }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    set_env(monkeypatch, env)
     return env
 
 

@@ -13,12 +13,10 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 
 import pytest
 from cni_metrics.adapters.scrape import (
-    TRANSPORTS,
     PodRef,
     ScrapeResult,
     ScrapeSettings,
@@ -66,17 +64,10 @@ class Tokens:
         return self.current
 
 
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> Transport:
-    """Each test runs on both transports."""
-    value: Transport = request.param
-    return value
-
-
 @pytest.fixture
-def crafted() -> Iterator[Callable[[Answer], CraftedServer]]:
-    with ExitStack() as servers:
-        yield lambda answer: servers.enter_context(CraftedServer(answer))
+def crafted(loopback: Callable[[CraftedServer], CraftedServer]) -> Callable[[Answer], CraftedServer]:
+    """Start a crafted server for the test (each test runs on both transports: conftest's ``transport``)."""
+    return lambda answer: loopback(CraftedServer(answer))
 
 
 def scrape(

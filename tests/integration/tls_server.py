@@ -4,8 +4,8 @@
 connection to ``handle`` on a thread of its own (a subclass's), counting connections; ``TlsServer`` first
 wraps each one in TLS with a certificate of a cluster CA (``fake_eks.certs``). ``Requests`` reads the
 requests of a kept-alive HTTP/1.1 connection one head at a time; ``response`` crafts an answer's bytes,
-``ok`` the healthy aws-node's. (tests/integration is on sys.path under pytest, and on mypy's path in
-pyproject.toml.)
+``ok`` the healthy aws-node's; ``FixedTokens`` are bearer tokens that never change. (tests/integration is
+on sys.path under pytest, and on mypy's path in pyproject.toml.)
 """
 
 from __future__ import annotations
@@ -39,6 +39,19 @@ def response(status: str, body: bytes, **headers: bytes) -> bytes:
 def ok() -> bytes:
     """A healthy aws-node's answer: ``PAYLOAD`` as Prometheus text."""
     return response("200 OK", PAYLOAD, Content_Type=b"text/plain; version=0.0.4")
+
+
+class FixedTokens:
+    """Bearer tokens for a scraper or a reader: always ``value``, a refresh gives it again."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def token(self) -> str:
+        return self.value
+
+    def refresh(self, stale: str) -> str:
+        return self.value
 
 
 class LoopbackServer:
