@@ -20,7 +20,7 @@ import threading
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from local_lambda.built import BuildError
@@ -31,6 +31,8 @@ from local_lambda.runner import invoke_built, read_env_file
 ANSWER_SECONDS = 10.0
 # How long the dispatcher's collector invocations may take to drain after it returned.
 FLEET_DRAIN_SECONDS = 120.0
+# The collector's warm workers behind `stand-ins`' Invoke API (its reserved concurrency).
+STAND_IN_WORKERS = 2
 
 
 def _pairs(items: Sequence[str]) -> dict[str, str]:
@@ -65,7 +67,9 @@ def _invoke(args: argparse.Namespace) -> int:
                                                   fleet=declared["FLEET_DOCUMENT"] if dispatching else None))
             local, receiver, event = running.variables, running.receiver, running.local_event(event)
             if dispatching:
-                fleet = stack.enter_context(_collector_api(args, declared, local))
+                fleet = stack.enter_context(_collector_api(
+                    args.build_dir, args.env_vars, declared, local, workers=args.collector_workers,
+                    log=None if args.quiet else sys.stderr))
                 local = {**local, "AWS_ENDPOINT_URL_LAMBDA": fleet.url}
         result = invoke_built(args.build_dir, args.function, event, args.env_vars, {**local, **overrides},
                               log_stream=None if args.quiet else sys.stderr)
@@ -87,14 +91,14 @@ def _invoke(args: argparse.Namespace) -> int:
         return 0 if answer["body"].get("Status") == "SUCCESS" else 1
 
 
-def _collector_api(args: argparse.Namespace, declared: dict[str, str], local: dict[str, str]) -> InvokeApi:
-    """The Invoke API serving the dispatcher's collector (its env-vars section, the stand-ins, fleet mode)."""
-    collector = declared["COLLECTOR_FUNCTION"]
-    config = PoolConfig(size=args.collector_workers, max_event_age_seconds=float(
-        declared.get("PERIOD_SECONDS") or 60))
-    variables = {**local, "FLEET_DOCUMENT": declared["FLEET_DOCUMENT"], "CLUSTER_NAMES": ""}
-    return InvokeApi(args.build_dir, {collector: config}, env_file=args.env_vars, variables=variables,
-                     log=None if args.quiet else sys.stderr)
+def _collector_api(build_dir: Path, env_file: Path | None, dispatcher: dict[str, str], local: dict[str, str],
+                   *, workers: int, port: int = 0, log: TextIO | None = None) -> InvokeApi:
+    """The Invoke API serving the dispatcher's collector: its env-vars section, the stand-ins, fleet mode
+    (the dispatcher's fleet document, no CLUSTER_NAMES), ``workers`` warm workers, events kept a period."""
+    config = PoolConfig(size=workers, max_event_age_seconds=float(dispatcher.get("PERIOD_SECONDS") or 60))
+    variables = {**local, "FLEET_DOCUMENT": dispatcher["FLEET_DOCUMENT"], "CLUSTER_NAMES": ""}
+    return InvokeApi(build_dir, {dispatcher["COLLECTOR_FUNCTION"]: config}, env_file=env_file,
+                     variables=variables, log=log, port=port)
 
 
 def _fleet_report(api: InvokeApi, collector: str, dispatched: Any) -> int:
@@ -201,13 +205,12 @@ def _serve_collector(stack: ExitStack, args: argparse.Namespace, dispatcher: dic
     if port is None:
         raise ValueError(f"{args.env_vars}: DispatcherFunction AWS_ENDPOINT_URL_LAMBDA names no port: {url}")
     try:
-        api = stack.enter_context(InvokeApi(
-            args.build_dir, {collector: PoolConfig(size=2, max_event_age_seconds=float(
-                dispatcher.get("PERIOD_SECONDS") or 60))}, env_file=args.env_vars, port=port,
-            variables={**local, "FLEET_DOCUMENT": dispatcher["FLEET_DOCUMENT"], "CLUSTER_NAMES": ""}))
+        api = stack.enter_context(_collector_api(args.build_dir, args.env_vars, dispatcher, local,
+                                                 workers=STAND_IN_WORKERS, port=port))
     except BuildError as error:
         return f"- (not served: {error}; run `make build-local`)"
-    return f"{api.url}   {collector} (2 warm workers), fleet document {dispatcher['FLEET_DOCUMENT']}"
+    return (f"{api.url}   {collector} ({STAND_IN_WORKERS} warm workers), "
+            f"fleet document {dispatcher['FLEET_DOCUMENT']}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cni_demo.fleet import check_health, compare, expected_statuses, fleet_health
+from cni_demo.fleet import (
+    between_periods,
+    broken_rows,
+    check_health,
+    compare,
+    expected_statuses,
+    fleet_health,
+)
 from cni_demo.fleet_run import (
     ALIAS,
     COLLECTOR,
@@ -19,7 +26,6 @@ from cni_demo.fleet_run import (
     FleetStandIns,
     dispatch,
     fleet_stand_ins,
-    next_second,
 )
 from cni_demo.truth import TruthTracker
 from local_lambda.invoke_api import InvokeApi, PoolConfig
@@ -66,12 +72,7 @@ def test_two_periods_fan_the_fleet_out_and_publish_the_truth(
     assert expected == {"fleet-007": "error", "fleet-010": "no_aws_node_pods"}
     # when the dispatcher runs a first period (baselines), the stand-in moves, and a second period runs
     first = dispatch(api)
-    for name in clusters:
-        truth.observe(name)
-    truth.start_counting()
-    for name in clusters:
-        stand_ins.eks.advance(name)
-    next_second(first)
+    between_periods(stand_ins, truth, clusters, first)
     second = dispatch(api)
     gauges = {name: truth.observe(name) for name in clusters}
     # then the first period invoked the collector once per cluster (sizes unknown), the second packed the
@@ -86,6 +87,8 @@ def test_two_periods_fan_the_fleet_out_and_publish_the_truth(
     # and every healthy cluster's published gauges, nodesScraped and counter increases (under the alias
     # for fleet-000) equal the truth; the broken ones have their statuses, in the groups they share
     assert compare(stand_ins, truth, second, gauges, expected) == []
+    # and collectionFailed: 1 for the broken cluster that could not be collected, 0 for the Auto Mode one
+    assert broken_rows(stand_ins, second, expected)[1] == []
     # and the fleet's health says the same
     health = {"period 1": fleet_health(stand_ins, first), "period 2": fleet_health(stand_ins, second)}
     assert check_health(health, len(clusters)) == []
