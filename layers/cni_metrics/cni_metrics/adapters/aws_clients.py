@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import boto3
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, ClientError
 
 # The services the collector calls: their retry handlers are registered per service (``needs-retry.s3``),
 # ahead of the generic event, so the no-retry decision must be registered on the same names.
@@ -102,3 +102,12 @@ class Deadline:
 def _connect_seconds(config: Any) -> float:
     """The connect timeout of a client's configuration (botocore's default when it sets none)."""
     return getattr(config, "connect_timeout", None) or _DEFAULT_CONNECT_SECONDS
+
+
+def error_text(exc: Exception) -> str:
+    """A short, secret-free description of a failed AWS call: ``Code: Message``, or ``Type: text``."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code, message = error.get("Code", "Error"), error.get("Message", "")
+        return f"{code}: {message}" if message else str(code)
+    return f"{type(exc).__name__}: {exc}"

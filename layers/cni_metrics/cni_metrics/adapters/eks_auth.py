@@ -37,6 +37,8 @@ from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 from cachetools import TTLCache
 
+from cni_metrics.adapters.aws_clients import error_text
+
 TOKEN_PREFIX = "k8s-aws-v1."  # noqa: S105 (a prefix, not a secret)
 CLUSTER_ID_HEADER = "x-k8s-aws-id"
 TOKEN_EXPIRES_SECONDS = 60
@@ -137,7 +139,7 @@ def _assume_role(
         answer = sts.assume_role(RoleArn=target.role_arn, RoleSessionName=ROLE_SESSION_NAME)
     except (ClientError, BotoCoreError) as exc:
         raise ClusterAccessError(
-            f"AssumeRole {target.role_arn} for cluster {target.name} failed: {_aws_error(exc)}"
+            f"AssumeRole {target.role_arn} for cluster {target.name} failed: {error_text(exc)}"
         ) from None
     raw = answer["Credentials"]
     expiration: datetime = raw["Expiration"]
@@ -147,14 +149,6 @@ def _assume_role(
     use_until = clock() + lifetime - ASSUMED_CREDENTIALS_MARGIN_SECONDS
     creds = ReadOnlyCredentials(raw["AccessKeyId"], raw["SecretAccessKey"], raw["SessionToken"])
     return _AssumedCredentials(creds, use_until)
-
-
-def _aws_error(exc: Exception) -> str:
-    """A short, secret-free description of a boto error."""
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'Error')}: {error.get('Message', '')}".strip()
-    return type(exc).__name__ + ": " + str(exc)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -225,7 +219,7 @@ def _describe_cluster(target: ClusterTarget, session: boto3.Session) -> ClusterE
     try:
         cluster = eks.describe_cluster(name=target.name)["cluster"]
     except (ClientError, BotoCoreError) as exc:
-        raise ClusterAccessError(f"DescribeCluster {target.name} failed: {_aws_error(exc)}") from None
+        raise ClusterAccessError(f"DescribeCluster {target.name} failed: {error_text(exc)}") from None
     endpoint = cluster.get("endpoint")
     ca_data = cluster.get("certificateAuthority", {}).get("data")
     if not endpoint or not ca_data:

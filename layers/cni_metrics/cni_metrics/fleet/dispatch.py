@@ -38,7 +38,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cni_metrics.adapters.aws_clients import Deadline
+from cni_metrics.adapters.aws_clients import Deadline, error_text
 
 Mode = Literal["auto", "inline", "fanout"]
 AUTO_INLINE_MAX_CLUSTERS = 4
@@ -218,11 +218,8 @@ def _invoke(
         response = client.invoke(
             FunctionName=function_name, InvocationType="Event", Payload=json.dumps(event).encode()
         )
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        return Invocation(group, False, f"{error.get('Code')}: {error.get('Message', '')}", clock() - start)
-    except BotoCoreError as exc:
-        return Invocation(group, False, f"{type(exc).__name__}: {exc}", clock() - start)
+    except (ClientError, BotoCoreError) as exc:
+        return Invocation(group, False, error_text(exc), clock() - start)
     status = response.get("StatusCode")
     if status != 202:
         return Invocation(group, False, f"Invoke answered {status}, not 202", clock() - start)

@@ -38,6 +38,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cachetools import TTLCache
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cni_metrics.adapters.aws_clients import error_text
 from cni_metrics.adapters.eks_auth import ClusterAccessError, decode_ca
 from cni_metrics.collector.settings import ClusterSpec
 from cni_metrics.fleet.location import FleetLocation
@@ -299,11 +300,9 @@ def _read(s3: Any, location: FleetLocation, known: Fleet | None, max_bytes: int)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if known is not None and (status == 304 or error.get("Code") in ("304", "NotModified")):
             return known
-        raise FleetDocumentError(
-            f"cannot read {location}: {error.get('Code')}: {error.get('Message', '')}".rstrip(": ")
-        ) from None
+        raise FleetDocumentError(f"cannot read {location}: {error_text(exc)}") from None
     except BotoCoreError as exc:
-        raise FleetDocumentError(f"cannot read {location}: {type(exc).__name__}: {exc}") from None
+        raise FleetDocumentError(f"cannot read {location}: {error_text(exc)}") from None
     stream = response["Body"]
     try:
         length = response.get("ContentLength")
@@ -311,7 +310,7 @@ def _read(s3: Any, location: FleetLocation, known: Fleet | None, max_bytes: int)
             raise FleetDocumentError(f"{location} is {length} bytes: more than {max_bytes}")
         body = stream.read(max_bytes + 1)
     except BotoCoreError as exc:
-        raise FleetDocumentError(f"cannot read {location}: {type(exc).__name__}: {exc}") from None
+        raise FleetDocumentError(f"cannot read {location}: {error_text(exc)}") from None
     finally:
         stream.close()
     if len(body) > max_bytes:

@@ -33,6 +33,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from cni_metrics.adapters.aws_clients import error_text
 from cni_metrics.core.catalogue import FLEET_METRICS
 from cni_metrics.core.model import MetricValue
 from cni_metrics.fleet.dispatch import DispatchReport
@@ -69,13 +70,8 @@ def list_states(s3: Any, bucket: str, prefix: str) -> dict[str, StateObject]:
                 rest = str(item["Key"])[len(prefix):]
                 if rest.endswith(".json") and "/" not in rest:
                     states[rest.removesuffix(".json")] = StateObject(int(item["Size"]), item["LastModified"])
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        raise StateListingError(
-            f"cannot list s3://{bucket}/{prefix}: {error.get('Code')}: {error.get('Message', '')}"
-        ) from None
-    except BotoCoreError as exc:
-        raise StateListingError(f"cannot list s3://{bucket}/{prefix}: {type(exc).__name__}: {exc}") from None
+    except (ClientError, BotoCoreError) as exc:
+        raise StateListingError(f"cannot list s3://{bucket}/{prefix}: {error_text(exc)}") from None
     return states
 
 

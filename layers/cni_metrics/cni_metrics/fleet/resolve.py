@@ -28,7 +28,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from cachetools import TTLCache
 
-from cni_metrics.adapters.aws_clients import Deadline, DeadlineExceeded
+from cni_metrics.adapters.aws_clients import Deadline, DeadlineExceeded, error_text
 from cni_metrics.adapters.eks_auth import ClusterAccessError, ClusterTarget, client_for
 from cni_metrics.fleet.document import DiscoveryRule, Fleet, FleetCluster, Problem
 
@@ -208,10 +208,9 @@ _AWS_ERRORS = (ClusterAccessError, ClientError, BotoCoreError)
 def _message(exc: Exception) -> str:
     """A short, secret-free description of a failed AWS call."""
     if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{exc.operation_name} failed: {error.get('Code')}: {error.get('Message', '')}"
+        return f"{exc.operation_name} failed: {error_text(exc)}"
     if isinstance(exc, BotoCoreError):
-        return f"{type(exc).__name__}: {exc}"
+        return error_text(exc)
     return str(exc)
 
 
