@@ -81,16 +81,17 @@ def invoke_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[InvokeApi]:
                     time.sleep(30)  # a server that never answers in time
                     return
                 payload = b"" if error is None else json.dumps({"Type": "User", "message": error}).encode()
-                self.send_response(status)
-                self.send_header("x-amzn-RequestId", "req-1")
-                if error is not None:
-                    self.send_header("x-amzn-ErrorType", error)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
             finally:
+                # out of flight before answering: the client sends its next call as soon as it reads this
                 with api.lock:
                     api.in_flight -= 1
+            self.send_response(status)
+            self.send_header("x-amzn-RequestId", "req-1")
+            if error is not None:
+                self.send_header("x-amzn-ErrorType", error)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet."""
