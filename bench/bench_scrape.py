@@ -8,7 +8,9 @@ runs alternate transports. Each run is ``python -m bench.bench_scrape CLUSTER CO
 ``cni-metrics collect --dry-run --format json`` does for one cluster (sign in, list, scrape, the first-run
 aggregate and capacity of ``cli.collect.report``), with the transport chosen (the command scrapes with the
 default one). Reported per run: wall time of the whole process (interpreter start-up included), the
-collection's own duration, CPU seconds and peak RSS of the process (``os.wait4`` rusage of that child),
+collection's own duration, CPU seconds of the process (``os.wait4`` rusage of that child) and its peak RSS
+(its own ``VmHWM``: rusage's ``ru_maxrss`` carries the forking parent's high-water mark across fork and
+exec, so after other benchmarks in one ``make bench`` process it showed theirs),
 nodes/second, the stand-in's CPU seconds and the 1-minute load average after the run (the machine is
 shared: compare CPU seconds when the load differs); then, per transport, the speed-up in nodes/second and
 the CPU per node.
@@ -104,12 +106,13 @@ def _collect(eks: RunningFakeEks, cluster: str, concurrency: int, transport: Tra
         text = out.read()
     if child.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {child.returncode}: {text[-2000:]}")
-    health = json.loads(text)["clusters"][0]["health"]
+    document = json.loads(text)
+    health = document["clusters"][0]["health"]
     return Run(
         transport=transport, concurrency=concurrency, nodes=health["nodesTotal"],
         scraped=health["nodesScraped"], failed=health["nodesFailedByReason"], wall_s=wall,
         collect_s=health["scrapeDurationMs"] / 1000, cpu_s=usage.ru_utime + usage.ru_stime,
-        peak_rss_mb=usage.ru_maxrss / 1024, load=os.getloadavg()[0],
+        peak_rss_mb=document["peak_rss_mb"], load=os.getloadavg()[0],
         server_cpu_s=worker_cpu_seconds(server) - server_before,
     )
 
@@ -171,7 +174,15 @@ def collect_one(argv: Sequence[str]) -> None:
         ClusterTarget(cluster, session.region_name or ""), session=session, scrape=scrape,
         deadline=time.monotonic() + 600,
     )
-    print(json.dumps({"clusters": [report(collection)]}))
+    print(json.dumps({"clusters": [report(collection)], "peak_rss_mb": _own_peak_rss_mb()}))
+
+
+def _own_peak_rss_mb() -> float:
+    """This process's peak resident set since its exec (``VmHWM`` of /proc/self/status)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 if __name__ == "__main__":
